@@ -1,0 +1,159 @@
+"""``rtdetr <action> -e spec.yaml [key=value ...]``: the command line.
+
+One job per call: load the spec (file, then dotted overrides, then validation), then hand the
+frozen spec to ``rtdetr_tao.actions.<action>.run``. User errors print one line and exit 2;
+``--debug`` adds the traceback. ``--dry-run`` prints the resolved spec and runs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import yaml
+
+from . import __version__
+from .errors import RTDETRError
+
+
+@dataclass(frozen=True)
+class Action:
+    """A CLI action: the module whose ``run(spec)`` does the work, and the spec action it validates for."""
+
+    module: str
+    spec_action: str
+    help: str
+
+
+RTDETR_ACTIONS: dict[str, Action] = {
+    "train": Action("rtdetr_tao.actions.train", "train", "Train a model."),
+    "evaluate": Action("rtdetr_tao.actions.evaluate", "evaluate", "COCO metrics of a checkpoint."),
+    "inference": Action("rtdetr_tao.actions.inference", "inference", "Detections on images."),
+    "export": Action("rtdetr_tao.actions.export", "export", "Export a checkpoint to ONNX."),
+    "quantize": Action("rtdetr_tao.actions.quantize", "quantize", "Post-training quantization (ModelOpt)."),
+    "distill": Action("rtdetr_tao.actions.distill", "distill", "Train a student from a frozen teacher."),
+    "default_specs": Action(
+        "rtdetr_tao.actions.default_specs", "default_specs", "Write spec templates and JSON schemas."
+    ),
+}
+
+
+class _ArgumentError(RTDETRError):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise _ArgumentError(f"{message} (see {self.prog} --help)")
+
+
+def run_cli(prog: str, actions: dict[str, Action], argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the action, and turn every error into one line and an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return _run(prog, actions, argv)
+    except RTDETRError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: say so
+        if debug:
+            traceback.print_exc()
+        print(
+            f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_overview(prog, actions))
+        return 0
+    if argv[0] == "--version":
+        print(f"{prog} {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in actions:
+        close = difflib.get_close_matches(name, list(actions), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise _ArgumentError(f"unknown action '{name}'; {hint}actions: {', '.join(actions)}")
+    action = actions[name]
+    args = _action_parser(prog, name, action).parse_args(rest)
+    _setup_logging(args.debug)
+    if action.spec_action == "default_specs":
+        module = importlib.import_module(action.module)
+        return int(module.main(args.spec, args.overrides, check=args.check) or 0)
+
+    from .config import load_spec
+
+    loaded = load_spec(args.spec, args.overrides, action=action.spec_action)
+    log = logging.getLogger(f"{prog}.{name}")
+    for warning in loaded.warnings:
+        log.warning(warning)
+    if args.dry_run or (action.spec_action in ("train", "distill") and loaded.spec.train.is_dry_run):
+        print(yaml.safe_dump(loaded.spec.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
+    module = importlib.import_module(action.module)
+    module.run(loaded.spec)
+    return 0
+
+
+def _action_parser(prog: str, name: str, action: Action) -> _Parser:
+    parser = _Parser(
+        prog=f"{prog} {name}",
+        description=action.help,
+        epilog="Overrides are dotted keys with YAML values, e.g. train.num_epochs=10 'train.gpu_ids=[0,1]'.",
+    )
+    required = action.spec_action != "default_specs"
+    parser.add_argument(
+        "-e",
+        "--experiment_spec_file",
+        "--experiment_spec",
+        dest="spec",
+        required=required,
+        help="Experiment spec (YAML)." + ("" if required else " Optional."),
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Dotted-key overrides.")
+    parser.add_argument("--dry-run", action="store_true", help="Print the resolved spec and exit.")
+    parser.add_argument("--debug", action="store_true", help="Debug logging and tracebacks.")
+    if action.spec_action == "default_specs":
+        parser.add_argument("--check", action="store_true", help="Fail if the files differ instead of writing.")
+    return parser
+
+
+def _overview(prog: str, actions: dict[str, Action]) -> str:
+    width = max(map(len, actions))
+    lines = [f"usage: {prog} <action> -e spec.yaml [key=value ...] [--dry-run] [--debug]", "", "actions:"]
+    lines += [f"  {name:<{width}}  {action.help}" for name, action in actions.items()]
+    lines += ["", f"'{prog} <action> --help' for an action's options."]
+    return "\n".join(lines)
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rtdetr`` console script."""
+    return run_cli("rtdetr", RTDETR_ACTIONS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Experiment specs: Pydantic models (the one source of truth), loading and schema generation."""
+
+from .dataset import AugmentationSpec, CalibrationSource, DatasetSpec, DataSource, InferSource
+from .deploy import CalibrationSpec, GenTrtEngineSpec, TensorRTSpec
+from .distill import BindingSpec, DistillSpec
+from .experiment import ACTION_SECTIONS, ACTIONS, REQUIRED, ExperimentSpec, WandBSpec
+from .loader import LoadedSpec, load_spec
+from .model import PRESETS, ModelSpec
+from .quantize import LayerQuantSpec, QuantizeSpec, TensorQuantSpec
+from .tasks import EvaluateSpec, ExportSpec, InferenceSpec
+from .train import SCALE_ADAPTIVE_LR_BACKBONE, CudnnSpec, EMASpec, OptimSpec, TrainSpec
+
+__all__ = [
+    "ACTIONS",
+    "ACTION_SECTIONS",
+    "PRESETS",
+    "REQUIRED",
+    "SCALE_ADAPTIVE_LR_BACKBONE",
+    "AugmentationSpec",
+    "BindingSpec",
+    "CalibrationSource",
+    "CalibrationSpec",
+    "CudnnSpec",
+    "DataSource",
+    "DatasetSpec",
+    "DistillSpec",
+    "EMASpec",
+    "EvaluateSpec",
+    "ExperimentSpec",
+    "ExportSpec",
+    "GenTrtEngineSpec",
+    "InferSource",
+    "InferenceSpec",
+    "LayerQuantSpec",
+    "LoadedSpec",
+    "ModelSpec",
+    "OptimSpec",
+    "QuantizeSpec",
+    "TensorQuantSpec",
+    "TensorRTSpec",
+    "TrainSpec",
+    "WandBSpec",
+    "load_spec",
+]

@@ -1,0 +1,153 @@
+"""``dataset``: data sources, loader settings and augmentation (TAO's ``RTDatasetConfig``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from .fields import Section, spec_field
+
+
+class DataSource(Section):
+    """One COCO source: an image folder or ``images.tar.gz`` (local or ``s3://``) and its annotations."""
+
+    image_dir: str = spec_field(
+        ..., min_length=1, description="Image folder, .tar/.tar.gz/.tgz archive, local or s3://."
+    )
+    json_file: str = spec_field(..., min_length=1, description="COCO annotation JSON, local or s3://.")
+
+
+class CalibrationSource(Section):
+    """Images for quantization calibration; the annotations are optional."""
+
+    image_dir: str = spec_field(..., min_length=1, description="Image folder or archive, local or s3://.")
+    json_file: str | None = spec_field(None, description="Optional COCO JSON (enables before/after mAP).")
+
+
+class InferSource(Section):
+    """Inference images (folders, archives or single images) and the class-name file."""
+
+    image_dir: list[str] = spec_field(
+        ..., min_length=1, description="Image folders, archives or image files, local or s3://."
+    )
+    classmap: str | None = spec_field(
+        None, description="Text file with one class name per line, in label order; null: names from the checkpoint."
+    )
+
+    @field_validator("image_dir", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class AugmentationSpec(Section):
+    """Training augmentation (the RT-DETR recipe) and the input sizes."""
+
+    multi_scales: list[int] | list[list[int]] = spec_field(
+        [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800],
+        description="Batch-level random resize sizes: squares (ints) or [h, w] pairs, multiples of 32; [] disables.",
+        automl=False,
+    )
+    train_spatial_size: list[int] = spec_field(
+        [640, 640], min_length=2, max_length=2, description="Training input [h, w], multiples of 32.", automl=False
+    )
+    eval_spatial_size: list[int] = spec_field(
+        [640, 640], min_length=2, max_length=2, description="Evaluation input [h, w], multiples of 32.", automl=False
+    )
+    distortion_prob: float = spec_field(
+        0.8, ge=0.0, le=1.0, description="Probability of RandomPhotometricDistort.", automl=True
+    )
+    iou_crop_prob: float = spec_field(0.8, ge=0.0, le=1.0, description="Probability of RandomIoUCrop.", automl=True)
+    zoom_out_prob: float = spec_field(0.5, ge=0.0, le=1.0, description="Probability of RandomZoomOut.")
+    zoom_out_max_scale: float = spec_field(4.0, ge=1.0, description="Largest canvas/image ratio of RandomZoomOut.")
+    hflip_prob: float = spec_field(0.5, ge=0.0, le=1.0, description="Probability of RandomHorizontalFlip.")
+    preserve_aspect_ratio: bool = spec_field(
+        False, description="Resize keeping the aspect ratio (pad bottom/right) instead of stretching."
+    )
+    stop_epoch: int | None = spec_field(
+        None,
+        ge=0,
+        description="Dynamic augmentation: from this 0-based epoch on, photometric distortion, zoom-out, IoU crop "
+        "and multi-scale are off; null: the last two epochs (the paper's choice).",
+    )
+
+    @field_validator("train_spatial_size", "eval_spatial_size")
+    @classmethod
+    def _multiple_of_32(cls, value: list[int]) -> list[int]:
+        if any(v <= 0 or v % 32 for v in value):
+            raise ValueError(f"{value}: both sides must be positive multiples of 32")
+        return value
+
+    @field_validator("multi_scales")
+    @classmethod
+    def _scales_multiple_of_32(cls, value: list[Any]) -> list[Any]:
+        for size in value:
+            sides = size if isinstance(size, list) else [size]
+            if len(sides) not in (1, 2) or any(s <= 0 or s % 32 for s in sides):
+                raise ValueError(f"multi_scales entry {size}: give a size or [h, w], multiples of 32")
+        return value
+
+
+class DatasetSpec(Section):
+    """Where the data comes from and how it is loaded."""
+
+    train_data_sources: list[DataSource] | None = spec_field(
+        None, description="One or more COCO training sources.", automl=False
+    )
+    val_data_sources: DataSource | None = spec_field(None, description="COCO validation source.", automl=False)
+    test_data_sources: DataSource | None = spec_field(None, description="COCO source for evaluate.", automl=False)
+    infer_data_sources: InferSource | None = spec_field(
+        None, description="Images for inference and the class-name file.", automl=False
+    )
+    quant_calibration_data_sources: CalibrationSource | None = spec_field(
+        None, description="Images for quantization calibration.", automl=False
+    )
+    batch_size: int = spec_field(
+        4,
+        ge=-1,
+        le=1024,
+        description="Per-device batch size for training and evaluation (-1 only in deploy specs, where the engine "
+        "profile decides).",
+        automl=True,
+        math_cond="^ 2",
+        schema_extra={"not": {"const": 0}},
+    )
+    workers: int = spec_field(8, ge=0, le=64, description="Data-loader worker processes per device.", automl=False)
+    remap_mscoco_category: bool = spec_field(
+        False, description="COCO's 91 category ids map to 80 contiguous labels (and back on output)."
+    )
+    pin_memory: bool = spec_field(True, description="Page-locked host memory for faster host-to-GPU copies.")
+    dataset_type: Literal["serialized", "default"] = spec_field(
+        "serialized",
+        description="TAO compatibility: annotations are always held as shared numpy arrays here, so both "
+        "values behave the same.",
+    )
+    num_classes: int = spec_field(
+        80, ge=1, description="Number of categories, or TAO's 'max category id + 1'.", automl=False
+    )
+    eval_class_ids: list[int] | None = spec_field(
+        None, description="Original category ids to evaluate on; null: all.", automl=False
+    )
+    skip_corrupt_images: bool = spec_field(
+        False, description="Skip (and count) unreadable images instead of failing on the first one."
+    )
+    cache_dir: str | None = spec_field(
+        None, description="Where s3:// downloads and extracted archives go; null: ~/.cache/rtdetr_tao.", automl=False
+    )
+    augmentation: AugmentationSpec = spec_field(AugmentationSpec(), description="Augmentation settings.", automl=False)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _nonzero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 is not a batch size: use a positive number (or -1 in deploy specs)")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_sources_list(cls, data: Any) -> Any:
+        # TAO allows a single mapping where a list is expected.
+        if isinstance(data, dict) and isinstance(data.get("train_data_sources"), dict):
+            data = {**data, "train_data_sources": [data["train_data_sources"]]}
+        return data

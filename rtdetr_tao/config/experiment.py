@@ -1,0 +1,176 @@
+"""``ExperimentSpec``: the whole spec, the actions that read it, and what each action requires."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import model_validator
+
+from .dataset import DatasetSpec
+from .deploy import GenTrtEngineSpec
+from .distill import DistillSpec
+from .fields import Section, spec_field
+from .model import ModelSpec
+from .quantize import QuantizeSpec
+from .tasks import EvaluateSpec, ExportSpec, InferenceSpec
+from .train import SCALE_ADAPTIVE_LR_BACKBONE, TrainSpec
+
+
+class WandBSpec(Section):
+    """Weights & Biases logging (needs the ``wandb`` package)."""
+
+    enable: bool = spec_field(False, description="Log metrics to Weights & Biases.")
+    project: str = spec_field("TAO Toolkit", description="W&B project.")
+    entity: str | None = spec_field(None, description="W&B team or user.")
+    group: str | None = spec_field(None, description="W&B run group.")
+    tags: list[str] = spec_field(["training", "tao-toolkit"], description="Run tags.", automl=False)
+    reinit: bool = spec_field(False, description="Allow re-initialising a run in-process.")
+    sync_tensorboard: bool = spec_field(False, description="Mirror TensorBoard logs into W&B.")
+    save_code: bool = spec_field(False, description="Upload source code to W&B.")
+    name: str = spec_field("TAO Toolkit training experiment", description="Run display name.")
+    run_id: str | None = spec_field(None, description="Resume or attach to this W&B run id.")
+
+
+class ExperimentSpec(Section):
+    """Everything a job reads. Loaded once, validated, then frozen."""
+
+    model_name: Literal["rtdetr"] = spec_field("rtdetr", description="Network identifier (TAO compatibility).")
+    encryption_key: str | None = spec_field(
+        None, description="TAO compatibility only: checkpoints and ONNX files are written unencrypted.", automl=False
+    )
+    results_dir: str = spec_field(
+        "results",
+        min_length=1,
+        description="Root folder for everything a job writes (results_dir/<action>/).",
+        automl=False,
+    )
+    wandb: WandBSpec = spec_field(WandBSpec(), description="Weights & Biases logging.", automl=False)
+    model: ModelSpec = spec_field(ModelSpec(), description="Architecture and loss settings.", automl=False)
+    dataset: DatasetSpec = spec_field(DatasetSpec(), description="Data sources and loading.", automl=False)
+    train: TrainSpec = spec_field(TrainSpec(), description="Training.", automl=False)
+    evaluate: EvaluateSpec = spec_field(EvaluateSpec(), description="Evaluation.", automl=False)
+    inference: InferenceSpec = spec_field(InferenceSpec(), description="Inference.", automl=False)
+    export: ExportSpec = spec_field(ExportSpec(), description="ONNX export.", automl=False)
+    gen_trt_engine: GenTrtEngineSpec = spec_field(
+        GenTrtEngineSpec(), description="TensorRT engine build.", automl=False
+    )
+    quantize: QuantizeSpec = spec_field(QuantizeSpec(), description="Post-training quantization.", automl=False)
+    distill: DistillSpec | None = spec_field(None, description="Distillation (rtdetr distill).", automl=False)
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> ExperimentSpec:
+        if self.model.num_select > self.model.num_queries * self.dataset.num_classes:
+            raise ValueError(
+                f"model.num_select={self.model.num_select} exceeds num_queries x num_classes = "
+                f"{self.model.num_queries * self.dataset.num_classes}"
+            )
+        if self.dataset.remap_mscoco_category and self.dataset.num_classes not in (80, 91):
+            raise ValueError(
+                f"dataset.remap_mscoco_category maps COCO's ids to 80 labels, so dataset.num_classes must be 80 "
+                f"(or TAO's 91), got {self.dataset.num_classes}"
+            )
+        clip = self.model.clip_max_norm
+        if clip is not None and "clip_grad_norm" in self.train.model_fields_set and clip != self.train.clip_grad_norm:
+            raise ValueError(
+                f"model.clip_max_norm={clip} and train.clip_grad_norm={self.train.clip_grad_norm} disagree; "
+                "set only train.clip_grad_norm"
+            )
+        return self
+
+    # Derived values: computed here, once, and logged by the actions that use them.
+    @property
+    def lr_backbone(self) -> float:
+        """``train.optim.lr_backbone``, or RT-DETRv2's scale-adaptive value for the backbone."""
+        set_value = self.train.optim.lr_backbone
+        return set_value if set_value is not None else SCALE_ADAPTIVE_LR_BACKBONE[self.model.backbone]
+
+    @property
+    def clip_grad_norm(self) -> float:
+        """Gradient clipping norm: ``train.clip_grad_norm`` unless only TAO's ``model.clip_max_norm`` is set."""
+        if self.model.clip_max_norm is not None and "clip_grad_norm" not in self.train.model_fields_set:
+            return self.model.clip_max_norm
+        return self.train.clip_grad_norm
+
+    @property
+    def aug_stop_epoch(self) -> int:
+        """First 0-based epoch without strong augmentation and multi-scale (dynamic augmentation)."""
+        stop = self.dataset.augmentation.stop_epoch
+        return stop if stop is not None else max(self.train.num_epochs - 2, 0)
+
+    def action_dir(self, action: str) -> str:
+        """``<action>.results_dir`` if the section sets one, else ``results_dir/<action>``."""
+        section = getattr(self, ACTION_SECTION.get(action, action), None)
+        own = getattr(section, "results_dir", None) if section is not None else None
+        return own or f"{self.results_dir.rstrip('/')}/{action}"
+
+
+ACTIONS: dict[str, str] = {
+    "train": "Train a model.",
+    "evaluate": "COCO metrics of a checkpoint on dataset.test_data_sources.",
+    "inference": "Detections on images: annotated images, KITTI labels, COCO JSON.",
+    "export": "Export a checkpoint to ONNX.",
+    "quantize": "Post-training quantization with NVIDIA ModelOpt.",
+    "distill": "Train a student model from a frozen teacher.",
+    "gen_trt_engine": "rtdetr-deploy: build a TensorRT engine from the ONNX file.",
+    "deploy_evaluate": "rtdetr-deploy evaluate: COCO metrics of an engine or ONNX file.",
+    "deploy_inference": "rtdetr-deploy inference: detections from an engine or ONNX file.",
+}
+"""Every action with a spec, in schema/template order."""
+
+ACTION_SECTION = {"deploy_evaluate": "evaluate", "deploy_inference": "inference"}
+"""Actions whose own section has another name."""
+
+ACTION_SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": ("results_dir", "wandb", "model", "dataset", "train"),
+    "distill": ("results_dir", "wandb", "model", "dataset", "train", "distill"),
+    "evaluate": ("results_dir", "model", "dataset", "evaluate"),
+    "inference": ("results_dir", "model", "dataset", "inference"),
+    "export": ("results_dir", "model", "dataset", "export"),
+    "quantize": ("results_dir", "model", "dataset", "quantize"),
+    "gen_trt_engine": ("results_dir", "dataset", "gen_trt_engine"),
+    "deploy_evaluate": ("results_dir", "dataset", "evaluate"),
+    "deploy_inference": ("results_dir", "dataset", "inference"),
+}
+"""The sections each action reads: what its spec template shows."""
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "train": ("dataset.train_data_sources",),
+    "distill": ("dataset.train_data_sources", "distill.pretrained_teacher_model_path"),
+    "evaluate": ("evaluate.checkpoint", "dataset.test_data_sources"),
+    "inference": ("inference.checkpoint", "dataset.infer_data_sources"),
+    "export": ("export.checkpoint", "export.onnx_file"),
+    "quantize": ("quantize.model_path", "dataset.quant_calibration_data_sources"),
+    "gen_trt_engine": ("gen_trt_engine.onnx_file", "gen_trt_engine.trt_engine"),
+    "deploy_evaluate": ("evaluate.trt_engine", "dataset.test_data_sources"),
+    "deploy_inference": ("inference.trt_engine", "dataset.infer_data_sources"),
+}
+"""Keys an action cannot run without (``???`` in its template, ``required`` in its schema)."""
+
+
+def _positive_batch(spec: ExperimentSpec) -> str | None:
+    if spec.dataset.batch_size < 1:
+        return "dataset.batch_size=-1 is only meaningful in deploy specs; set a positive batch size"
+    return None
+
+
+def _distill_section(spec: ExperimentSpec) -> str | None:
+    return None if spec.distill is not None else "the spec has no 'distill' section"
+
+
+ACTION_RULES: dict[str, tuple[Callable[[ExperimentSpec], str | None], ...]] = {
+    "train": (_positive_batch,),
+    "distill": (_positive_batch, _distill_section),
+    "quantize": (_positive_batch,),
+}
+"""Further checks an action needs beyond REQUIRED; each returns an error message or None."""
+
+
+def get_path(spec: Any, dotted: str) -> Any:
+    """Value at a dotted path of a spec object (None when a section on the way is None)."""
+    value = spec
+    for part in dotted.split("."):
+        if value is None:
+            return None
+        value = getattr(value, part)
+    return value

@@ -1,0 +1,74 @@
+"""``evaluate``, ``inference`` and ``export`` sections."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from .fields import Section, spec_field
+
+CHECKPOINT_HELP = "our .pth checkpoint, official RT-DETRv2 weights, a Hugging Face directory, or an exported .onnx"
+
+
+class EvaluateSpec(Section):
+    """COCO evaluation of a checkpoint (``rtdetr evaluate``) or an engine (``rtdetr-deploy evaluate``)."""
+
+    num_gpus: int = spec_field(1, ge=1, description="GPUs for evaluation.", popular=True, automl=False)
+    gpu_ids: list[int] = spec_field([0], description="GPU indices.", popular=True, automl=False)
+    num_nodes: int = spec_field(1, ge=1, description="Nodes for evaluation.", popular=True, automl=False)
+    checkpoint: str | None = spec_field(None, description=f"Model to evaluate: {CHECKPOINT_HELP}.", automl=False)
+    trt_engine: str | None = spec_field(
+        None, description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to evaluate.", automl=False
+    )
+    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/evaluate.", automl=False)
+    batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
+    input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
+    input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
+    conf_threshold: float = spec_field(0.0, ge=0.0, le=1.0, description="Score cut-off for kept detections.")
+    is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+
+
+class InferenceSpec(Section):
+    """Detections on images: annotated images, KITTI labels and COCO-style JSON."""
+
+    num_gpus: int = spec_field(1, ge=1, description="GPUs for inference.", popular=True, automl=False)
+    gpu_ids: list[int] = spec_field([0], description="GPU indices.", popular=True, automl=False)
+    num_nodes: int = spec_field(1, ge=1, description="Nodes for inference.", popular=True, automl=False)
+    checkpoint: str | None = spec_field(None, description=f"Model to run: {CHECKPOINT_HELP}.", automl=False)
+    trt_engine: str | None = spec_field(
+        None, description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to run.", automl=False
+    )
+    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/inference.", automl=False)
+    batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
+    color_map: dict[str, str] | None = spec_field(
+        None,
+        description="Box colour per class name (a colour name or #rrggbb); others get a palette colour.",
+        automl=False,
+    )
+    conf_threshold: float = spec_field(0.5, ge=0.0, le=1.0, description="Score cut-off for written detections.")
+    input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
+    input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
+    outline_width: int = spec_field(3, ge=1, description="Box outline thickness in pixels.")
+    is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+
+
+class ExportSpec(Section):
+    """ONNX export."""
+
+    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/export.", automl=False)
+    gpu_id: int = spec_field(0, ge=0, description="GPU used for export when on_cpu is false.")
+    checkpoint: str | None = spec_field(None, description=f"Model to export: {CHECKPOINT_HELP}.", automl=False)
+    onnx_file: str | None = spec_field(None, description="Destination .onnx path.", automl=False)
+    on_cpu: bool = spec_field(False, description="Trace on the CPU even when a GPU is present.")
+    input_channel: Literal[3] = spec_field(3, description="Input channels (RGB).")
+    input_width: int = spec_field(640, ge=32, description="Exported input width (multiple of 32).")
+    input_height: int = spec_field(640, ge=32, description="Exported input height (multiple of 32).")
+    opset_version: int = spec_field(17, ge=16, le=21, description="ONNX opset (grid_sample needs 16 or newer).")
+    batch_size: int = spec_field(-1, ge=-1, description="Fixed batch size; -1: dynamic batch axis.")
+    verbose: bool = spec_field(False, description="Verbose exporter logging.")
+    format: Literal["onnx"] = spec_field("onnx", description="Export format.")
+    is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize (Q/DQ graph).")
+    raw_outputs: bool = spec_field(
+        False, description="Export pred_logits and normalised pred_boxes instead of labels/boxes/scores."
+    )
+    simplify: bool = spec_field(False, description="Simplify the graph with onnxslim (verified the same way).")
+    check_parity: bool = spec_field(True, description="Compare ONNX Runtime with PyTorch after export.")
