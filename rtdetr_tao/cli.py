@@ -29,15 +29,18 @@ class Action:
     module: str
     spec_action: str
     help: str
+    distributed: bool = False  # train.num_gpus / num_nodes / WORLD_SIZE relaunch it through torchrun
 
 
 RTDETR_ACTIONS: dict[str, Action] = {
-    "train": Action("rtdetr_tao.actions.train", "train", "Train a model."),
+    "train": Action("rtdetr_tao.actions.train", "train", "Train a model.", distributed=True),
     "evaluate": Action("rtdetr_tao.actions.evaluate", "evaluate", "COCO metrics of a checkpoint."),
     "inference": Action("rtdetr_tao.actions.inference", "inference", "Detections on images."),
     "export": Action("rtdetr_tao.actions.export", "export", "Export a checkpoint to ONNX."),
     "quantize": Action("rtdetr_tao.actions.quantize", "quantize", "Post-training quantization (ModelOpt)."),
-    "distill": Action("rtdetr_tao.actions.distill", "distill", "Train a student from a frozen teacher."),
+    "distill": Action(
+        "rtdetr_tao.actions.distill", "distill", "Train a student from a frozen teacher.", distributed=True
+    ),
     "default_specs": Action(
         "rtdetr_tao.actions.default_specs", "default_specs", "Write spec templates and JSON schemas."
     ),
@@ -105,6 +108,13 @@ def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
     if args.dry_run or (action.spec_action in ("train", "distill") and loaded.spec.train.is_dry_run):
         print(yaml.safe_dump(loaded.spec.model_dump(mode="json"), sort_keys=False), end="")
         return 0
+    if action.distributed:
+        from .engine.distributed import maybe_launch
+
+        train = loaded.spec.train
+        code = maybe_launch(train.num_gpus, train.device_ids, train.num_nodes, train.device, [name, *rest])
+        if code is not None:
+            return code
     module = importlib.import_module(action.module)
     module.run(loaded.spec)
     return 0

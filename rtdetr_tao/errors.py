@@ -34,6 +34,10 @@ class ExportError(RTDETRError):
     """Export or a post-export check failed."""
 
 
+class TrainingError(RTDETRError):
+    """Training diverged or cannot continue (e.g. a non-finite loss)."""
+
+
 class DistributedError(RTDETRError):
     """Launching or joining a distributed run failed."""
 

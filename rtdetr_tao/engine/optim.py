@@ -1,0 +1,108 @@
+"""Optimizer parameter groups and the learning-rate schedule.
+
+Groups (as in the reference recipe): backbone parameters train at the backbone learning rate,
+``linear_proj_names`` parameters at ``lr * lr_linear_proj_mult``, everything else at ``lr``; norm
+weights and biases (every parameter with fewer than two dimensions) get no weight decay.
+
+The schedule is a pure function of (epoch, global step): MultiStep or StepLR decay per epoch,
+times a linear warm-up over the first ``warmup_steps`` optimizer steps. Being stateless, it
+resumes exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """How the parameters of one group are trained."""
+
+    name: str
+    lr: float
+    weight_decay: float
+
+
+def freeze_modules(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """Set ``requires_grad=False`` on parameters under the given module-name prefixes; returns unknown prefixes."""
+    names = [n for n, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n == p or n.startswith(p + ".") for n in names)]
+    for name, param in model.named_parameters():
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            param.requires_grad_(False)
+    return unknown
+
+
+def param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    lr_backbone: float,
+    weight_decay: float,
+    backbone_names: Sequence[str] = ("backbone",),
+    linear_proj_names: Sequence[str] = (),
+    linear_proj_mult: float = 1.0,
+) -> list[dict]:
+    """Trainable parameters split into optimizer groups (each with ``lr``, ``weight_decay``, ``name``)."""
+    groups: dict[tuple[str, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if any(name == b or name.startswith(b + ".") for b in backbone_names):
+            kind, group_lr = "backbone", lr_backbone
+        elif any(part in name for part in linear_proj_names) and linear_proj_mult != 1.0:
+            kind, group_lr = "linear_proj", lr * linear_proj_mult
+        else:
+            kind, group_lr = "detector", lr
+        no_decay = param.ndim < 2
+        key = (kind, no_decay)
+        if key not in groups:
+            groups[key] = {
+                "name": f"{kind}{'_no_decay' if no_decay else ''}",
+                "params": [],
+                "lr": group_lr,
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            }
+        groups[key]["params"].append(param)
+    return list(groups.values())
+
+
+def build_optimizer(name: str, groups: list[dict], *, lr: float, momentum: float) -> torch.optim.Optimizer:
+    """AdamW (betas (momentum, 0.999), as the reference) or SGD with momentum."""
+    if name == "AdamW":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    if name == "SGD":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name}")
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Learning-rate factor for (epoch, global_step): decay x warm-up."""
+
+    kind: str  # "MultiStep" or "StepLR"
+    milestones: tuple[int, ...] = ()
+    step_size: int = 1
+    decay: float = 0.1
+    warmup_steps: int = 0
+
+    def factor(self, epoch: int, global_step: int) -> float:
+        if self.kind == "MultiStep":
+            decays = bisect.bisect_right(self.milestones, epoch)
+        else:
+            decays = epoch // self.step_size
+        warmup = min(1.0, (global_step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        return self.decay**decays * warmup
+
+    def apply(self, optimizer: torch.optim.Optimizer, epoch: int, global_step: int) -> float:
+        """Set every group's lr to its base lr times the factor; returns the factor."""
+        factor = self.factor(epoch, global_step)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
+        return factor
