@@ -1,1 +1,8 @@
-"""eval."""
+"""Torch-free evaluation: the detection record, numpy post-processing and COCO metrics.
+
+Modules (import them directly; this package imports nothing):
+
+* ``detections``: :class:`ImageDetections`, ``merge_detections``
+* ``postprocess``: raw ``pred_logits`` / ``pred_boxes`` → top-k detections in original pixels
+* ``coco``: ``coco_from_file``, ``evaluate_coco`` → :class:`CocoMetrics`
+"""
