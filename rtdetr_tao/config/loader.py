@@ -30,7 +30,7 @@ _REF = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 class LoadedSpec:
     """A validated spec plus what loading noticed on the way."""
 
-    spec: ExperimentSpec
+    spec: Any  # ExperimentSpec unless load_spec got another root model
     source: str
     missing: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
@@ -41,10 +41,12 @@ def load_spec(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     action: str | None = None,
+    root: type[BaseModel] = ExperimentSpec,
 ) -> LoadedSpec:
     """Load, override, resolve and validate a spec; check what ``action`` needs.
 
-    ``path`` may be None (defaults plus overrides only).
+    ``path`` may be None (defaults plus overrides only). ``root`` is the spec model (ExperimentSpec,
+    or another top-level model such as the AutoML spec).
     """
     source = str(path) if path is not None else "spec"
     data = read_yaml(path) if path is not None else {}
@@ -53,13 +55,13 @@ def load_spec(
         key, value = parse_override(item)
         apply_override(data, key, value, item)
         origins[key] = f"override '{item}'"
-    data = resolve_references(data, source)
+    data = resolve_references(data, source, root)
     missing: list[str] = []
     data = strip_missing(data, "", missing)
     try:
-        spec = ExperimentSpec.model_validate(data)
+        spec = root.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, source, origins, missing)) from None
+        raise SpecError(format_validation_error(exc, source, origins, missing, root)) from None
     warnings: list[str] = []
     if action is not None:
         check_action(spec, action, source, missing)
@@ -166,12 +168,12 @@ def _index(node: list[Any], part: str, item: str) -> int:
     return int(part)
 
 
-def resolve_references(data: dict[str, Any], source: str) -> dict[str, Any]:
+def resolve_references(data: dict[str, Any], source: str, root: type[BaseModel] = ExperimentSpec) -> dict[str, Any]:
     """Replace ``${a.b}`` references (OmegaConf style, absolute keys only) by the values they name.
 
     A key the spec does not set refers to its default, as in TAO's structured configs.
     """
-    defaults = ExperimentSpec().model_dump(mode="json")
+    defaults = _defaults(root)
 
     def lookup(dotted: str, where: str, seen: tuple[str, ...]) -> Any:
         if dotted in seen:
@@ -202,6 +204,16 @@ def resolve_references(data: dict[str, Any], source: str) -> dict[str, Any]:
         return node
 
     return resolve(data, "", ())
+
+
+def _defaults(root: type[BaseModel]) -> dict[str, Any]:
+    """The root model's defaults as plain data (fields without a default are left out)."""
+    values: dict[str, Any] = {}
+    for name, info in root.model_fields.items():
+        if not info.is_required():
+            default = info.get_default(call_default_factory=True)
+            values[name] = default.model_dump(mode="json") if isinstance(default, BaseModel) else default
+    return values
 
 
 def strip_missing(node: Any, prefix: str, missing: list[str]) -> Any:
@@ -255,13 +267,17 @@ def check_action(spec: ExperimentSpec, action: str, source: str, missing: list[s
 
 
 def format_validation_error(
-    exc: ValidationError, source: str, origins: dict[str, str], missing: list[str] | tuple[str, ...] = ()
+    exc: ValidationError,
+    source: str,
+    origins: dict[str, str],
+    missing: list[str] | tuple[str, ...] = (),
+    root: type[BaseModel] = ExperimentSpec,
 ) -> str:
     """One line for all of a ValidationError's problems, each with its key, value and fix."""
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     for err in exc.errors(include_url=False):
-        path, owner, is_section = _dotted(err["loc"])
+        path, owner, is_section = _dotted(err["loc"], root)
         if path in seen:
             continue  # a union reports every branch; the first is enough
         seen.add(path)
@@ -304,11 +320,11 @@ def _origin(path: str, origins: dict[str, str], source: str) -> str:
     return below[0] if below else source
 
 
-def _dotted(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None, bool]:
+def _dotted(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[str, type[BaseModel] | None, bool]:
     """A pydantic error location as ``a.b[0].c`` (union-branch tags skipped), the model owning the
     leaf, and whether the location is a whole section (a model validator's error)."""
-    model: Any = ExperimentSpec
-    owner: type[BaseModel] | None = ExperimentSpec
+    model: Any = root
+    owner: type[BaseModel] | None = root
     out = ""
     for part in loc:
         if isinstance(part, int):
