@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..outputs.status import StatusLogger
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .ema import unwrap
 from .trainer import Hook
@@ -214,3 +215,49 @@ def format_seconds(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class StatusHook(Hook):
+    """status.json for orchestrators and AutoML: STARTED, one RUNNING record per epoch (losses, lr,
+    validation kpi, timing), then SUCCESS, or FAILURE with the error message."""
+
+    def __init__(self, status: StatusLogger):
+        self.status = status
+
+    def before_train(self) -> None:
+        state = self.trainer.state
+        self.status.log("STARTED", "Starting training.", epoch=state.epoch, max_epoch=self.trainer.num_epochs)
+
+    def after_epoch(self) -> None:
+        state = self.trainer.state
+        elapsed = time.time() - state.epoch_start_time
+        self.status.log(
+            "RUNNING",
+            f"Epoch {state.epoch} finished.",
+            epoch=state.epoch,
+            max_epoch=self.trainer.num_epochs,
+            step=state.global_step,
+            max_step=self.trainer.num_epochs * state.steps_per_epoch,
+            time_per_epoch=round(elapsed, 3),
+            eta=round(elapsed * (self.trainer.num_epochs - state.epoch - 1), 3),
+            losses=state.epoch_losses,
+            lr=state.lr,
+            kpi=state.metrics or None,
+        )
+
+    def after_train(self) -> None:
+        state = self.trainer.state
+        message = state.stop_reason or "Training finished successfully."
+        self.status.log(
+            "SUCCESS", message, epoch=state.epoch - 1, max_epoch=self.trainer.num_epochs, step=state.global_step
+        )
+
+    def on_failure(self, error: BaseException) -> None:
+        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+        self.status.log(
+            "FAILURE",
+            f"Training failed: {reason}",
+            epoch=self.trainer.state.epoch,
+            max_epoch=self.trainer.num_epochs,
+            step=self.trainer.state.global_step,
+        )
