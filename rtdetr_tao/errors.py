@@ -42,7 +42,7 @@ class DistributedError(RTDETRError):
     """Launching or joining a distributed run failed."""
 
 
-def require(module: str, *, extra: str, purpose: str):
+def require(module: str, *, extra: str, purpose: str, package: str | None = None):
     """Import an optional dependency or raise :class:`DependencyError` with an install hint.
 
     >>> ort = require("onnxruntime", extra="onnx", purpose="ONNX inference")  # doctest: +SKIP
@@ -53,6 +53,6 @@ def require(module: str, *, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise DependencyError(
-            f"{purpose} needs the '{module.split('.')[0]}' package, which is not installed "
+            f"{purpose} needs the '{package or module.split('.')[0]}' package, which is not installed "
             f"({exc}); install it with: pip install 'rtdetr-tao[{extra}]'"
         ) from exc

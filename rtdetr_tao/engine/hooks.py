@@ -218,15 +218,11 @@ def format_seconds(seconds: float) -> str:
 
 
 class StatusHook(Hook):
-    """status.json for orchestrators and AutoML: STARTED, one RUNNING record per epoch (losses, lr,
-    validation kpi, timing), then SUCCESS, or FAILURE with the error message."""
+    """One RUNNING record per epoch in status.json: losses, lr, validation kpi, timing. (The job itself
+    records STARTED, and SUCCESS or FAILURE.)"""
 
     def __init__(self, status: StatusLogger):
         self.status = status
-
-    def before_train(self) -> None:
-        state = self.trainer.state
-        self.status.log("STARTED", "Starting training.", epoch=state.epoch, max_epoch=self.trainer.num_epochs)
 
     def after_epoch(self) -> None:
         state = self.trainer.state
@@ -243,21 +239,4 @@ class StatusHook(Hook):
             losses=state.epoch_losses,
             lr=state.lr,
             kpi=state.metrics or None,
-        )
-
-    def after_train(self) -> None:
-        state = self.trainer.state
-        message = state.stop_reason or "Training finished successfully."
-        self.status.log(
-            "SUCCESS", message, epoch=state.epoch - 1, max_epoch=self.trainer.num_epochs, step=state.global_step
-        )
-
-    def on_failure(self, error: BaseException) -> None:
-        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
-        self.status.log(
-            "FAILURE",
-            f"Training failed: {reason}",
-            epoch=self.trainer.state.epoch,
-            max_epoch=self.trainer.num_epochs,
-            step=self.trainer.state.global_step,
         )

@@ -1,0 +1,254 @@
+"""TensorRT 10: building engines from exported ONNX files, INT8 calibration, and running engines.
+
+Needs the ``tensorrt`` and ``cuda-python`` packages (``pip install 'rtdetr-tao[trt]'``, or the deploy
+container) and an NVIDIA GPU. Nothing here imports them until it is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtdetr_tao.errors import DataError, DependencyError, ExportError, require
+from rtdetr_tao.io import atomic_write_bytes
+from rtdetr_tao.metadata import read_metadata
+
+from .calibration import CalibrationBatches, CalibrationCache
+
+log = logging.getLogger(__name__)
+
+
+def _trt() -> Any:
+    return require("tensorrt", extra="trt", purpose="Building or running a TensorRT engine")
+
+
+def _cudart() -> Any:
+    return require(
+        "cuda.bindings.runtime", extra="trt", purpose="Running a TensorRT engine (CUDA runtime)", package="cuda-python"
+    )
+
+
+def _check(result: tuple[Any, ...] | Any) -> Any:
+    """Unwrap a cuda-python ``(error, value...)`` result, raising on an error code."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise DependencyError(f"CUDA runtime error {err}: is an NVIDIA GPU with a working driver present?")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What gen_trt_engine asks of the builder."""
+
+    data_type: str  # FP32 / FP16 / INT8
+    workspace_mb: int
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    layers_precision: tuple[str, ...] = ()
+    timing_cache: Path | None = None
+    verbose: bool = False
+
+
+def has_qdq_nodes(onnx_path: str | Path) -> bool:
+    """True when the graph holds QuantizeLinear/DequantizeLinear nodes (explicit quantization)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    settings: BuildSettings,
+    calibration: CalibrationBatches | None = None,
+    cache: CalibrationCache | None = None,
+) -> Path:
+    """Build and (atomically) write a TensorRT engine from ``onnx_path``.
+
+    A Q/DQ graph builds strongly typed (explicit quantization, no calibrator); INT8 without Q/DQ
+    nodes calibrates on ``calibration`` (or reuses ``cache``).
+    """
+    trt = _trt()
+    logger = trt.Logger(trt.Logger.VERBOSE if settings.verbose else trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    explicit = has_qdq_nodes(onnx_path)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if explicit else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors}")
+
+    config = builder.create_builder_config()
+    if settings.workspace_mb > 0:  # MB → bytes without truncation (TAO lost values below 1024 MB)
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb * (1 << 20))
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        shape = list(tensor.shape)
+        if shape[0] == -1:
+            rest = shape[1:]
+            if any(d < 0 for d in rest):
+                raise ExportError(f"{onnx_path}: input {tensor.name} has dynamic dims besides the batch: {shape}")
+            profile.set_shape(
+                tensor.name,
+                (settings.min_batch, *rest),
+                (settings.opt_batch, *rest),
+                (settings.max_batch, *rest),
+            )
+    config.add_optimization_profile(profile)
+
+    if not explicit:
+        if settings.data_type in ("FP16", "INT8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if settings.data_type == "INT8":
+            config.set_flag(trt.BuilderFlag.INT8)
+            if calibration is None and (cache is None or cache.read() is None):
+                raise DataError(
+                    "an INT8 engine from a graph without Q/DQ nodes needs calibration images: set "
+                    "gen_trt_engine.tensorrt.calibration.cal_image_dir (or an existing cal_cache_file), "
+                    "or export a quantized model from `rtdetr quantize`"
+                )
+            config.int8_calibrator = make_calibrator(calibration, cache or CalibrationCache(None))
+            config.set_calibration_profile(profile)
+    elif settings.data_type != "INT8":
+        log.info("the graph has Q/DQ nodes: building strongly typed (explicit quantization)")
+    _apply_layer_precisions(trt, network, config, settings.layers_precision)
+
+    timing = None
+    if settings.timing_cache is not None:
+        blob = settings.timing_cache.read_bytes() if settings.timing_cache.is_file() else b""
+        timing = config.create_timing_cache(blob)
+        config.set_timing_cache(timing, ignore_mismatch=False)
+
+    log.info("building TensorRT engine (%s, batch %d/%d/%d) from %s", settings.data_type, settings.min_batch,
+             settings.opt_batch, settings.max_batch, onnx_path)  # fmt: skip
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(
+            f"TensorRT failed to build an engine from {onnx_path}; rerun with gen_trt_engine.verbose=true"
+        )
+    atomic_write_bytes(engine_path, bytes(serialized))
+    if timing is not None and settings.timing_cache is not None:
+        atomic_write_bytes(settings.timing_cache, bytes(timing.serialize()))
+    return Path(engine_path)
+
+
+def _apply_layer_precisions(trt: Any, network: Any, config: Any, entries: Sequence[str]) -> None:
+    if not entries:
+        return
+    wanted = {}
+    for entry in entries:
+        name, _, precision = entry.rpartition(":")
+        wanted[name] = {"fp32": trt.float32, "fp16": trt.float16, "int8": trt.int8}[precision.lower()]
+    found = set()
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in wanted:
+            layer.precision = wanted[layer.name]
+            found.add(layer.name)
+    missing = sorted(set(wanted) - found)
+    if missing:
+        raise DataError(f"gen_trt_engine.tensorrt.layers_precision names layers the network lacks: {missing}")
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+
+
+def make_calibrator(batches: CalibrationBatches | None, cache: CalibrationCache) -> Any:
+    """A TensorRT entropy calibrator fed by ``batches`` (copied to one device buffer) with ``cache``."""
+    trt, cudart = _trt(), _cudart()
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.iterator = iter(batches) if batches is not None else iter(())
+            self.batch_size = batches.batch_size if batches is not None else 1
+            self.buffer = None
+
+        def get_batch_size(self) -> int:
+            return self.batch_size
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            batch = next(self.iterator, None)
+            if batch is None:
+                return None
+            if self.buffer is None:
+                self.buffer = _check(cudart.cudaMalloc(batch.nbytes))
+            _check(cudart.cudaMemcpy(self.buffer, batch.ctypes.data, batch.nbytes,
+                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))  # fmt: skip
+            return [int(self.buffer)]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache.read()
+
+        def write_calibration_cache(self, data: Any) -> None:
+            cache.write(bytes(data))
+
+    return EntropyCalibrator()
+
+
+class TensorRTBackend:
+    """A serialized engine on the GPU. Device buffers are allocated once, at the profile's maximum
+    batch; each run sets the real batch shape and copies back only its rows."""
+
+    def __init__(self, path: str | Path):
+        trt, self.cudart = _trt(), _cudart()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"TensorRT engine not found: {self.path}")
+        self.metadata = read_metadata(self.path)
+        logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise DataError(f"cannot load TensorRT engine {self.path}: built by another TensorRT version or GPU?")
+        self.context = self.engine.create_execution_context()
+        self.stream = _check(self.cudart.cudaStreamCreate())
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        min_shape, _, max_shape = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
+        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self.buffers: dict[str, int] = {}
+        for name in self.inputs:
+            self.context.set_input_shape(name, self._max_shape(name))
+        for name in names:
+            shape = self._max_shape(name) if name in self.inputs else tuple(self.context.get_tensor_shape(name))
+            nbytes = int(np.prod(shape)) * self.dtypes[name].itemsize
+            self.buffers[name] = int(_check(self.cudart.cudaMalloc(nbytes)))
+            self.context.set_tensor_address(name, self.buffers[name])
+
+    def _max_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.engine.get_tensor_profile_shape(name, 0)[2])
+
+    def run(self, images: np.ndarray, orig_sizes: np.ndarray) -> dict[str, np.ndarray]:
+        cudart = self.cudart
+        batch = len(images)
+        feeds = {"images": images, "orig_target_sizes": orig_sizes}
+        for name in self.inputs:
+            array = np.ascontiguousarray(feeds[name].astype(self.dtypes[name], copy=False))
+            self.context.set_input_shape(name, array.shape)
+            _check(cudart.cudaMemcpyAsync(self.buffers[name], array.ctypes.data, array.nbytes,
+                                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))  # fmt: skip
+        if not self.context.execute_async_v3(self.stream):
+            raise ExportError(f"TensorRT execution failed for a batch of {batch} on {self.path}")
+        results = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            out = np.empty(shape, dtype=self.dtypes[name])
+            _check(cudart.cudaMemcpyAsync(out.ctypes.data, self.buffers[name], out.nbytes,
+                                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))  # fmt: skip
+            results[name] = out
+        _check(cudart.cudaStreamSynchronize(self.stream))
+        return results
+
+    def __del__(self) -> None:
+        cudart = getattr(self, "cudart", None)
+        for pointer in getattr(self, "buffers", {}).values():
+            cudart.cudaFree(pointer)

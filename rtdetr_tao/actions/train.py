@@ -1,0 +1,280 @@
+"""``rtdetr train``: train RT-DETRv2 on COCO-format data, resumably, on one or many processes.
+
+Writes under ``results_dir/train/``: ``experiment.yaml`` (the resolved spec), ``status.json``,
+``log.txt``, TensorBoard events in ``events/``, ``model_epoch_XXX.pth`` (+ ``-EMA``),
+``rtdetr_model_latest.pth``, ``model_best.pth`` and ``val_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ExperimentSpec
+from ..engine import distributed as dist
+from ..engine.checkpoint import find_latest, load_checkpoint
+from ..engine.ema import ModelEMA, unwrap
+from ..engine.hooks import (
+    BestCheckpointHook,
+    CheckpointHook,
+    EvalHook,
+    ProgressHook,
+    StatusHook,
+    TensorBoardHook,
+)
+from ..engine.optim import LRSchedule, build_optimizer, freeze_modules, param_groups
+from ..engine.predict import gather_predictions, predict
+from ..engine.setup import JobContext, start_job
+from ..engine.trainer import Hook, LossFn, Trainer
+from ..errors import CheckpointError, SpecError
+from ..eval.coco import evaluate_coco
+from ..outputs.metrics import write_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind."""
+
+    results_dir: Path
+    last_checkpoint: Path | None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    epochs_run: int = 0
+    stop_reason: str | None = None
+
+
+def run(spec: ExperimentSpec) -> TrainResult:
+    """Train ``spec.model`` on ``spec.dataset`` as ``spec.train`` says."""
+    return train(spec, action="train", make_loss=detection_loss)
+
+
+def train(
+    spec: ExperimentSpec,
+    *,
+    action: str,
+    make_loss: Callable[[ExperimentSpec, nn.Module, JobContext], LossFn],
+    extra_hooks: Callable[[JobContext], list[Hook]] = lambda ctx: [],
+) -> TrainResult:
+    """The training job shared by ``train`` and ``distill`` (which brings its own loss and hooks)."""
+    with start_job(spec, action) as ctx:
+        from ..data.loader import build_eval_loader, build_train_loader
+        from ..model.build import build_criterion, build_model
+        from ..model.weights import load_weights
+
+        resume_path = _resume_path(spec, ctx.out_dir)
+        resume_state = load_checkpoint(resume_path) if resume_path else None
+        category_map = ctx.category_map_for_training(resume_state)
+        num_classes = spec.dataset.num_classes
+
+        model = build_model(spec.model, num_classes, eval_spatial_size=spec.dataset.augmentation.eval_spatial_size)
+        if spec.train.pretrained_model_path and resume_state is None:
+            report = load_weights(model, spec.train.pretrained_model_path)
+            log.info("pretrained weights: %s", report.summary())
+        _freeze(model, spec)
+        model.to(ctx.device)
+        criterion = build_criterion(spec.model, num_classes).to(ctx.device)
+        lr_backbone = spec.lr_backbone
+        log.info(
+            "learning rates: detector %.2e, backbone %.2e%s",
+            spec.train.optim.lr,
+            lr_backbone,
+            "" if spec.train.optim.lr_backbone is not None else f" (scale-adaptive for {spec.model.backbone})",
+        )
+        groups = param_groups(
+            model,
+            lr=spec.train.optim.lr,
+            lr_backbone=lr_backbone,
+            weight_decay=spec.train.optim.weight_decay,
+            backbone_names=spec.model.backbone_names,
+            linear_proj_names=spec.model.linear_proj_names,
+            linear_proj_mult=spec.model.lr_linear_proj_mult,
+        )
+        optimizer = build_optimizer(
+            spec.train.optim.optimizer, groups, lr=spec.train.optim.lr, momentum=spec.train.optim.momentum
+        )
+        ema = None
+        if spec.train.enable_ema:
+            ema = ModelEMA(
+                model,
+                spec.train.ema.decay,
+                spec.train.ema.warmup_steps,
+                device="cpu" if spec.train.ema.cpu_offload else None,
+            )
+        train_model = ctx.wrap_ddp(model, sync_bn=spec.train.sync_bn)
+        loader = build_train_loader(
+            spec.dataset,
+            num_epochs=spec.train.num_epochs,
+            stop_epoch=spec.aug_stop_epoch,
+            seed=ctx.seed,
+            world_size=ctx.world_size,
+            rank=ctx.rank,
+            category_map=category_map,
+        )
+        optim = spec.train.optim
+        schedule = LRSchedule(
+            optim.lr_scheduler,
+            milestones=tuple(optim.lr_steps),
+            step_size=optim.lr_step_size,
+            decay=optim.lr_decay,
+            warmup_steps=optim.warmup_steps,
+        )
+        trainer = Trainer(
+            model=train_model,
+            loss_fn=make_loss(spec, criterion, ctx),
+            optimizer=optimizer,
+            schedule=schedule,
+            loader=loader,
+            device=ctx.device,
+            num_epochs=spec.train.num_epochs,
+            seed=ctx.seed,
+            rank=ctx.rank,
+            precision=spec.train.precision,
+            clip_grad_norm=spec.clip_grad_norm,
+            ema=ema,
+            ema_every=spec.train.ema.every_n_steps,
+        )
+        extra = {"spec": spec.model_dump(mode="json"), "category_map": category_map.to_dict()}
+        hooks: list[Hook] = []
+        if spec.dataset.val_data_sources is not None:
+            val_loader, coco_gt = build_eval_loader(
+                spec.dataset, "val", category_map=category_map, world_size=ctx.world_size, rank=ctx.rank
+            )
+            hooks.append(
+                EvalHook(
+                    spec.train.validation_interval,
+                    _validator(spec, ctx, val_loader, coco_gt, category_map, criterion, trainer),
+                    use_ema=not spec.train.ema.validate_original_weights,
+                )
+            )
+        hooks += extra_hooks(ctx)
+        if ctx.is_main:
+            hooks += [
+                CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
+                BestCheckpointHook(
+                    ctx.out_dir, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
+                ),
+                StatusHook(ctx.status),
+                TensorBoardHook(ctx.out_dir / "events"),
+                ProgressHook(),
+            ]
+        elif spec.train.early_stopping_patience is not None:
+            hooks.append(
+                BestCheckpointHook(
+                    None, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
+                )
+            )
+        for hook in hooks:
+            trainer.register(hook)
+
+        if resume_state is not None:
+            _check_resumable(resume_state, spec, resume_path)
+            unwrap(train_model).load_state_dict(resume_state["model"])
+            trainer.load_state_dict(resume_state)
+            log.info(
+                "resuming from %s at epoch %d, step %d", resume_path, trainer.state.epoch, trainer.state.global_step
+            )
+        state = trainer.train()
+        ctx.final_message = state.stop_reason or f"Training finished: {state.epoch} epochs."
+        best = next((h.best for h in hooks if isinstance(h, BestCheckpointHook)), None)
+        return TrainResult(
+            results_dir=ctx.out_dir,
+            last_checkpoint=find_latest(ctx.out_dir),
+            best_metrics={spec.train.optim.monitor_name: best} if best is not None else {},
+            epochs_run=state.epoch,
+            stop_reason=state.stop_reason,
+        )
+
+
+def detection_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext) -> LossFn:
+    """The RT-DETRv2 objective: forward under autocast, VFL + L1 + GIoU (aux, encoder, denoising) in fp32."""
+
+    def loss_fn(model: nn.Module, images: torch.Tensor, targets: list[dict[str, Any]], autocast) -> dict:
+        with autocast():
+            outputs = model(images, targets)
+        return criterion(to_float(outputs), targets)
+
+    return loss_fn
+
+
+def to_float(value: Any) -> Any:
+    """Cast every floating tensor in nested dicts/lists to fp32 (losses are computed in fp32)."""
+    if torch.is_tensor(value):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: to_float(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_float(v) for v in value)
+    return value
+
+
+def _validator(spec, ctx, loader, coco_gt, category_map, criterion, trainer) -> Callable[[nn.Module], dict]:
+    """COCO validation on every rank; metrics computed on rank 0 and shared."""
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        detections, losses = predict(
+            model,
+            loader,
+            ctx.device,
+            num_select=spec.model.num_select,
+            criterion=criterion,
+            autocast=trainer.autocast,
+        )
+        detections, losses = gather_predictions(detections, losses, ctx.device)
+        kpi: dict[str, float] | None = None
+        if ctx.is_main:
+            metrics = evaluate_coco(
+                coco_gt,
+                detections,
+                category_map.label_to_category,
+                category_names=category_map.category_names,
+                eval_class_ids=spec.dataset.eval_class_ids,
+            )
+            kpi = {**metrics.kpi("val"), "val_loss": losses.get("loss", float("nan"))}
+            write_metrics(ctx.out_dir / "val_metrics.json", metrics, {"epoch": trainer.state.epoch, **kpi})
+        return dist.broadcast_object(kpi)
+
+    return validate
+
+
+def _resume_path(spec: ExperimentSpec, out_dir: Path) -> Path | None:
+    path = spec.train.resume_training_checkpoint_path
+    if path:
+        if not Path(path).is_file():
+            raise CheckpointError(
+                f"train.resume_training_checkpoint_path {path} does not exist; fix the path or remove the key "
+                "(a rerun in the same results_dir resumes from its latest checkpoint by itself)"
+            )
+        return Path(path)
+    latest = find_latest(out_dir)
+    if latest is not None:
+        log.info("found %s in %s: resuming from it", latest.name, out_dir)
+    return latest
+
+
+def _check_resumable(state: dict[str, Any], spec: ExperimentSpec, path: Path | None) -> None:
+    saved = state.get("spec", {}).get("model", {})
+    current = spec.model.model_dump(mode="json")
+    changed = sorted(k for k in current if k in saved and saved[k] != current[k])
+    if changed:
+        keys = ", ".join(f"model.{k}" for k in changed)
+        raise CheckpointError(
+            f"cannot resume from {path}: it was trained with other model settings ({keys}); "
+            "use train.pretrained_model_path to start a new run from its weights"
+        )
+
+
+def _freeze(model: nn.Module, spec: ExperimentSpec) -> None:
+    prefixes = list(spec.train.freeze)
+    if not spec.model.train_backbone:
+        prefixes.append("backbone")
+    unknown = freeze_modules(model, prefixes)
+    if unknown:
+        names = sorted({n.split(".")[0] for n, _ in model.named_parameters()})
+        raise SpecError(f"train.freeze: no module named {unknown}; top-level modules are {names}")
