@@ -181,7 +181,7 @@ def train(
                 "resuming from %s at epoch %d, step %d", resume_path, trainer.state.epoch, trainer.state.global_step
             )
         state = trainer.train()
-        ctx.final_message = state.stop_reason or f"Training finished: {state.epoch} epochs."
+        ctx.outputs.final_message = state.stop_reason or f"Training finished: {state.epoch} epochs."
         best = next((h.best for h in hooks if isinstance(h, BestCheckpointHook)), None)
         return TrainResult(
             results_dir=ctx.out_dir,

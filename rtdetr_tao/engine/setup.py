@@ -1,5 +1,5 @@
-"""What every job does before and after its work: device and process group, seed, results folder,
-resolved spec, log file, status.json (STARTED ... SUCCESS / FAILURE)."""
+"""What every PyTorch job does around its work: device and process group, seed, and the results
+folder with its status.json (see :mod:`rtdetr_tao.outputs.job`)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from ..config import ExperimentSpec
-from ..io import atomic_write_text
+from ..outputs.job import JobOutputs, job_outputs
 from ..outputs.status import StatusLogger
 from . import distributed as dist
 
@@ -29,17 +28,23 @@ class JobContext:
 
     spec: ExperimentSpec
     action: str
-    out_dir: Path
+    outputs: JobOutputs
     device: torch.device
     rank: int
     world_size: int
     seed: int
-    status: StatusLogger
-    final_message: str = ""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def out_dir(self) -> Path:
+        return self.outputs.out_dir
+
+    @property
+    def status(self) -> StatusLogger:
+        return self.outputs.status
 
     def wrap_ddp(self, model: nn.Module, *, sync_bn: bool) -> nn.Module:
         """DistributedDataParallel (with SyncBatchNorm on GPUs when asked) when several processes train."""
@@ -72,32 +77,18 @@ def select_device(choice: str) -> torch.device:
 
 @contextmanager
 def start_job(spec: ExperimentSpec, action: str, *, device: str | None = None) -> Iterator[JobContext]:
-    """Set up a job; on the way out record SUCCESS (or FAILURE with the error) in status.json."""
+    """Set up a job (device, process group, seed, results folder); status.json records how it ends."""
     torch_device = select_device(device or spec.train.device)
     dist.init_process_group(torch_device)
     rank, world = dist.get_rank(), dist.get_world_size()
-    out_dir = Path(spec.action_dir(action))
-    status = StatusLogger(out_dir / "status.json", enabled=rank == 0)
-    handler: logging.Handler | None = None
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        handler = logging.FileHandler(out_dir / "log.txt", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-    seed = spec.train.seed if spec.train.seed >= 0 else dist.broadcast_object(random.randrange(2**31))
-    ctx = JobContext(spec, action, out_dir, torch_device, rank, world, seed, status)
-    log.info("%s on %s (%d process%s), results in %s", action, torch_device, world, "es" if world > 1 else "", out_dir)
-    status.log("STARTED", f"{action} started.")
     try:
-        yield ctx
-        status.log("SUCCESS", ctx.final_message or f"{action} finished successfully.")
-    except BaseException as error:
-        reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
-        status.log("FAILURE", f"{action} failed: {reason}")
-        raise
+        with job_outputs(spec, action, is_main=rank == 0) as outputs:
+            seed = spec.train.seed if spec.train.seed >= 0 else dist.broadcast_object(random.randrange(2**31))
+            ctx = JobContext(spec, action, outputs, torch_device, rank, world, seed)
+            log.info(
+                "%s on %s (%d process%s), results in %s",
+                action, torch_device, world, "es" if world > 1 else "", outputs.out_dir,
+            )  # fmt: skip
+            yield ctx
     finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
         dist.destroy_process_group()

@@ -1,0 +1,1 @@
+"""The rtdetr-deploy actions, each with run(spec)."""
