@@ -194,7 +194,7 @@ class Trainer:
         if not torch.isfinite(total):
             raise TrainingError(
                 f"loss is {total.item()} at epoch {state.epoch}, step {state.global_step} "
-                f"({ {k: round(float(v), 4) for k, v in losses.items()} }); lower train.optim.lr or enable "
+                f"({ {k: round(float(v.detach()), 4) for k, v in losses.items()} }); lower train.optim.lr or enable "
                 "train.clip_grad_norm"
             )
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,1 @@
+"""Data: sources (local, archives, S3), COCO datasets, category maps, transforms, loaders, synthetic data."""
