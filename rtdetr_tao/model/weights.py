@@ -141,7 +141,8 @@ class LoadReport:
         return "; ".join(parts)
 
 
-def _torch_load(path: Path) -> Any:
+def load_torch_file(path: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain types (``weights_only``), with a clear error otherwise."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -184,7 +185,7 @@ def read_state_dict(
         elif path.suffix == ".safetensors":
             raw = _safetensors().load_file(str(path))
         else:
-            raw = _torch_load(path)
+            raw = load_torch_file(path)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{source} holds a {type(raw).__name__}, not a state dict or checkpoint")
     kind = "rtdetr_tao" if raw.get("format") == "rtdetr_tao" else "official"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class JobOutputs:
     out_dir: Path
     status: StatusLogger
     final_message: str = ""
+    final_fields: dict[str, Any] = field(default_factory=dict)
+    """Extra status.json fields of the SUCCESS entry, e.g. ``{"kpi": {"test_mAP": 0.41}}``."""
 
 
 @contextmanager
@@ -44,7 +46,7 @@ def job_outputs(spec: Any, action: str, *, is_main: bool = True) -> Iterator[Job
     status.log("STARTED", f"{action} started.")
     try:
         yield job
-        status.log("SUCCESS", job.final_message or f"{action} finished successfully.")
+        status.log("SUCCESS", job.final_message or f"{action} finished successfully.", **job.final_fields)
     except BaseException as error:
         reason = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
         status.log("FAILURE", f"{action} failed: {reason}")
