@@ -87,7 +87,12 @@ def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
     if argv[0] == "--version":
         print(f"{prog} {__version__}")
         return 0
-    name, rest = argv[0], argv[1:]
+    flags = [a for a in argv if a in ("--debug", "--dry-run")]
+    positional = [a for a in argv if a not in flags]  # the flags may come before the action too
+    if not positional:
+        print(_overview(prog, actions))
+        return 0
+    name, rest = positional[0], positional[1:] + flags
     if name not in actions:
         close = difflib.get_close_matches(name, list(actions), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""

@@ -128,3 +128,12 @@ def test_console_entry_point_runs_as_module(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"rtdetr: error: spec file not found: {tmp_path / 'x.yaml'} (check the -e path)"
     ]
+
+
+def test_flags_may_come_before_the_action(tmp_path, capsys) -> None:
+    from rtdetr_tao.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("dataset:\n  num_classes: 3\n")
+    assert main(["--dry-run", "train", "-e", str(spec), SOURCES, f"results_dir={tmp_path}"]) == 0
+    assert "num_classes: 3" in capsys.readouterr().out

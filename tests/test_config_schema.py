@@ -133,8 +133,9 @@ NUMERIC = dict(_numeric_leaves(TRAIN_VALIDATOR.schema["properties"]))
 
 
 def _with_required_train_data(dotted, value):
-    """A train spec with its required data sources and ``value`` at ``dotted``."""
-    data = {"dataset": {"train_data_sources": [{"image_dir": "/i", "json_file": "/j"}]}}
+    """A train spec with its required data sources and ``value`` at ``dotted`` (num_select 1, so that the
+    cross-field rule num_select <= num_queries x num_classes, which no JSON Schema can state, stays satisfied)."""
+    data = {"dataset": {"train_data_sources": [{"image_dir": "/i", "json_file": "/j"}]}, "model": {"num_select": 1}}
     node = data
     parts = dotted.split(".")
     for part in parts[:-1]:

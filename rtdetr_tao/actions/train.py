@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import ExperimentSpec
 from ..engine import distributed as dist
-from ..engine.checkpoint import find_latest, load_checkpoint
+from ..engine.checkpoint import find_latest, load_checkpoint, state_digest
 from ..engine.ema import ModelEMA, unwrap
 from ..engine.hooks import (
     BestCheckpointHook,
@@ -181,6 +181,8 @@ def train(
                 "resuming from %s at epoch %d, step %d", resume_path, trainer.state.epoch, trainer.state.global_step
             )
         state = trainer.train()
+        params = dict(unwrap(train_model).named_parameters())  # BN statistics stay rank-local after the last step
+        log.info("rank %d: final parameters %s", ctx.rank, state_digest(params))
         ctx.outputs.final_message = state.stop_reason or f"Training finished: {state.epoch} epochs."
         best = next((h.best for h in hooks if isinstance(h, BestCheckpointHook)), None)
         return TrainResult(
@@ -233,7 +235,7 @@ def _validator(spec, ctx, loader, coco_gt, category_map, criterion, trainer) -> 
                 coco_gt,
                 detections,
                 category_map.label_to_category,
-                category_names=category_map.category_names,
+                category_names=category_map.names_by_category,
                 eval_class_ids=spec.dataset.eval_class_ids,
             )
             kpi = {**metrics.kpi("val"), "val_loss": losses.get("loss", float("nan"))}
@@ -259,11 +261,14 @@ def _resume_path(spec: ExperimentSpec, out_dir: Path) -> Path | None:
 
 
 def _check_resumable(state: dict[str, Any], spec: ExperimentSpec, path: Path | None) -> None:
-    saved = state.get("spec", {}).get("model", {})
-    current = spec.model.model_dump(mode="json")
-    changed = sorted(k for k in current if k in saved and saved[k] != current[k])
+    saved_spec = state.get("spec", {})
+    saved = {f"model.{k}": v for k, v in saved_spec.get("model", {}).items()}
+    saved["dataset.num_classes"] = saved_spec.get("dataset", {}).get("num_classes")
+    current = {f"model.{k}": v for k, v in spec.model.model_dump(mode="json").items()}
+    current["dataset.num_classes"] = spec.dataset.num_classes
+    changed = sorted(k for k in current if saved.get(k) is not None and saved[k] != current[k])
     if changed:
-        keys = ", ".join(f"model.{k}" for k in changed)
+        keys = ", ".join(changed)
         raise CheckpointError(
             f"cannot resume from {path}: it was trained with other model settings ({keys}); "
             "use train.pretrained_model_path to start a new run from its weights"

@@ -85,3 +85,16 @@ def find_latest(directory: str | Path) -> Path | None:
     """The checkpoint ``rtdetr_model_latest.pth`` refers to, if it exists and is complete."""
     link = Path(directory) / LATEST
     return link.resolve() if link.exists() else None
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """A short SHA-256 over a state dict's names and tensor bytes: equal digests mean identical weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        if torch.is_tensor(value):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

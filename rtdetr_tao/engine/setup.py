@@ -18,6 +18,7 @@ from ..config import ExperimentSpec
 from ..outputs.job import JobOutputs, job_outputs
 from ..outputs.status import StatusLogger
 from . import distributed as dist
+from .trainer import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def start_job(spec: ExperimentSpec, action: str, *, device: str | None = None) -
     try:
         with job_outputs(spec, action, is_main=rank == 0) as outputs:
             seed = spec.train.seed if spec.train.seed >= 0 else dist.broadcast_object(random.randrange(2**31))
+            seed_everything(seed)  # model initialisation is part of the run: same seed, same weights
             ctx = JobContext(spec, action, outputs, torch_device, rank, world, seed)
             log.info(
                 "%s on %s (%d process%s), results in %s",

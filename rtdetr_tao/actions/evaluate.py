@@ -1,0 +1,66 @@
+"""``rtdetr evaluate``: COCO metrics of a trained model on ``dataset.test_data_sources``.
+
+Writes under ``results_dir/evaluate/`` (or ``evaluate.results_dir``): ``results.json`` (AP, AP50, AP75, APs, APm,
+APl, AR..., AP per class, the checkpoint and settings) and status.json whose SUCCESS entry carries the KPIs
+``test_mAP`` and ``test_mAP50``. Every image of the test set counts, also those without detections above
+``evaluate.conf_threshold`` (TAO drops them and shifts the remaining predictions onto wrong image ids).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import ExperimentSpec
+from ..engine.predict import gather_predictions, predict
+from ..engine.restore import load_trained_model
+from ..engine.setup import start_job
+from ..errors import SpecError
+from ..eval.coco import CocoMetrics, evaluate_coco
+from ..outputs.metrics import write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def run(spec: ExperimentSpec) -> CocoMetrics:
+    """Evaluate ``evaluate.checkpoint`` on the test set."""
+    from ..data.loader import build_eval_loader
+
+    cfg = spec.evaluate
+    if cfg.checkpoint is None:
+        raise SpecError("evaluate.checkpoint is not set; give the .pth (or weights directory) to evaluate")
+    dataset = spec.dataset
+    size = list(dataset.augmentation.eval_spatial_size)
+    if cfg.input_height or cfg.input_width:
+        size = [cfg.input_height or size[0], cfg.input_width or size[1]]
+        dataset = dataset.model_copy(
+            update={"augmentation": dataset.augmentation.model_copy(update={"eval_spatial_size": size})}
+        )
+    if cfg.batch_size != -1:
+        dataset = dataset.model_copy(update={"batch_size": cfg.batch_size})
+    with start_job(spec, "evaluate") as ctx:
+        trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=tuple(size))
+        trained.model.to(ctx.device)
+        loader, coco_gt = build_eval_loader(
+            dataset, "test", category_map=trained.category_map, world_size=ctx.world_size, rank=ctx.rank
+        )
+        detections, _ = predict(trained.model, loader, ctx.device, num_select=spec.model.num_select)
+        detections, _ = gather_predictions(detections, {}, ctx.device)
+        detections = [d.filter(cfg.conf_threshold) for d in detections]
+        metrics = evaluate_coco(
+            coco_gt,
+            detections,
+            trained.category_map.label_to_category,
+            category_names=trained.category_map.names_by_category,
+            eval_class_ids=dataset.eval_class_ids,
+        )
+        kpi = metrics.kpi("test")
+        if ctx.is_main:
+            write_metrics(
+                ctx.out_dir / "results.json",
+                metrics,
+                {"checkpoint": cfg.checkpoint, "conf_threshold": cfg.conf_threshold, "input_size": size, **kpi},
+            )
+            print(metrics.table())
+        ctx.outputs.final_fields = {"kpi": kpi}
+        ctx.outputs.final_message = f"Evaluation finished: mAP {metrics.AP:.4f}, mAP50 {metrics.AP50:.4f}."
+        return metrics

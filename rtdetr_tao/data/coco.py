@@ -1,0 +1,164 @@
+"""COCO-format detection datasets (pycocotools), with annotations cleaned as the reference does.
+
+Crowd boxes are dropped, boxes are clipped to the image, boxes without area after clipping are dropped (each
+counted, one warning per file). Images without boxes stay as negatives. A category id outside the category map
+is an error naming the annotation. Samples are addressed as ``(index, epoch, batch)`` keys, and all randomness of
+a sample is drawn from a generator seeded by ``(seed, epoch, index)``, so that the data of a step does not depend
+on worker count or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..config.dataset import AugmentationSpec, DataSource
+from ..errors import DataError
+from .categories import CategoryMap
+from .preprocess import load_rgb, to_model_input
+from .sources import resolve_file, resolve_image_dir
+from .transforms import TrainTransform
+
+log = logging.getLogger(__name__)
+
+SampleKey = tuple[int, int, int]
+"""(dataset index, epoch, batch number)"""
+
+
+def load_coco(json_file: str, cache_dir: str | None = None) -> Any:
+    """A ``pycocotools.coco.COCO`` of ``json_file`` (local or s3://), quietly; a broken file is a DataError."""
+    from pycocotools.coco import COCO
+
+    path = resolve_file(json_file, cache_dir)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(path))
+    except Exception as exc:
+        raise DataError(f"cannot read COCO annotations {json_file}: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: file, size (w, h), boxes [n, 4] xyxy pixels (float32), labels [n] (int64)."""
+
+    image_id: int
+    path: Path
+    size: tuple[int, int]
+    boxes: np.ndarray
+    labels: np.ndarray
+
+
+def parse_annotations(coco: Any, image_dir: Path, category_map: CategoryMap, source: str) -> list[ImageRecord]:
+    """Records of every image of ``coco``, sorted by id, with cleaned boxes and contiguous labels."""
+    to_label = category_map.category_to_label
+    records, dropped = [], {"crowd": 0, "empty after clipping": 0}
+    for image_id in sorted(coco.imgs):
+        info = coco.imgs[image_id]
+        width, height = int(info["width"]), int(info["height"])
+        boxes, labels = [], []
+        for ann in coco.imgToAnns.get(image_id, []):
+            if ann.get("iscrowd", 0):
+                dropped["crowd"] += 1
+                continue
+            if ann["category_id"] not in to_label:
+                raise DataError(
+                    f"{source}: annotation {ann.get('id')} of image {image_id} has category_id {ann['category_id']}, "
+                    f"which is not a class of this model (category ids {list(category_map.label_to_category)}); "
+                    "fix the annotation or dataset.num_classes"
+                )
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+            x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+            if x2 <= x1 or y2 <= y1:
+                dropped["empty after clipping"] += 1
+                continue
+            boxes.append((x1, y1, x2, y2))
+            labels.append(to_label[ann["category_id"]])
+        records.append(
+            ImageRecord(
+                image_id,
+                image_dir / info["file_name"],
+                (width, height),
+                np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                np.asarray(labels, dtype=np.int64),
+            )
+        )
+    if any(dropped.values()):
+        log.warning("%s: dropped boxes: %s", source, ", ".join(f"{n} {why}" for why, n in dropped.items() if n))
+    return records
+
+
+class CocoDetection(Dataset):
+    """Samples ``(image [3, H, W] float in [0, 1], target)`` of a COCO source.
+
+    ``target``: ``image_id`` (int), ``orig_size`` [2] (w, h), ``labels`` [n] int64, ``boxes`` [n, 4] normalised
+    cxcywh of the model input, and ``letterbox`` when the aspect ratio is preserved (evaluation only).
+
+    Args:
+        train_aug: training augmentation; None: evaluation preprocessing at ``eval_size``.
+        stop_epoch: from this epoch on, the strong augmentation is off.
+        skip_corrupt: unreadable images are skipped (the sample is None, dropped by the collate) instead of failing.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        category_map: CategoryMap,
+        *,
+        train_aug: AugmentationSpec | None = None,
+        eval_size: tuple[int, int] = (640, 640),
+        preserve_aspect_ratio: bool = False,
+        stop_epoch: int = 1 << 30,
+        seed: int = 0,
+        skip_corrupt: bool = False,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.coco = load_coco(source.json_file, cache_dir)
+        image_dir = resolve_image_dir(source.image_dir, cache_dir)
+        self.records = parse_annotations(self.coco, image_dir, category_map, source.json_file)
+        self.transform = TrainTransform(train_aug) if train_aug is not None else None
+        self.eval_size, self.preserve_aspect_ratio = tuple(eval_size), preserve_aspect_ratio
+        self.stop_epoch, self.seed, self.skip_corrupt = stop_epoch, seed, skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: int | SampleKey) -> tuple[Tensor, dict[str, Any], SampleKey] | None:
+        index, epoch, batch = key if isinstance(key, tuple) else (key, 0, 0)
+        record = self.records[index]
+        try:
+            image = load_rgb(record.path)
+        except DataError as error:
+            if not self.skip_corrupt:
+                raise DataError(f"{error}; set dataset.skip_corrupt_images=true to skip such images") from None
+            log.warning("skipping image %s: %s", record.image_id, error)
+            return None
+        target: dict[str, Any] = {"image_id": record.image_id, "orig_size": torch.tensor(image.size)}
+        boxes, labels = torch.from_numpy(record.boxes), torch.from_numpy(record.labels)
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+                tensor, boxes, labels = self.transform(image, boxes, labels, strong=epoch < self.stop_epoch)
+        else:
+            array, letterbox = to_model_input(image, self.eval_size, self.preserve_aspect_ratio)
+            tensor = torch.from_numpy(array)
+            width, height = image.size
+            if letterbox is None:
+                scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+            else:
+                (in_w, in_h), (rw, rh) = letterbox.input_size, letterbox.resized_size
+                scale = torch.tensor([in_w * width / rw, in_h * height / rh] * 2, dtype=torch.float32)
+                target["letterbox"] = letterbox
+            x1, y1, x2, y2 = (boxes / scale).unbind(-1)
+            boxes = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+        target |= {"labels": labels, "boxes": boxes}
+        return tensor, target, (index, epoch, batch)
