@@ -5,6 +5,7 @@ The command line is ``rtdetr <action> -e spec.yaml``. From Python::
     import rtdetr_tao
     model = rtdetr_tao.build_model({"preset": "s"}, num_classes=80)
     report = rtdetr_tao.load_weights(model, "model_epoch_071.pth")
+    detections = rtdetr_tao.Predictor.from_checkpoint("model_best.pth").predict("image.jpg")
 
 Heavy modules (torch) load on first use, so ``import rtdetr_tao`` stays cheap.
 """
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "rtdetr_tao.model.build",
     "load_weights": "rtdetr_tao.model.weights",
+    "Predictor": "rtdetr_tao.predictor",
 }
 
 __all__ = ["__version__", *_LAZY]

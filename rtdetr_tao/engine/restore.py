@@ -24,6 +24,7 @@ class TrainedModel:
     category_map: Any  # rtdetr_tao.data.categories.CategoryMap
     model_spec: Any  # rtdetr_tao.config.model.ModelSpec
     source: str
+    quantized: bool = False
 
 
 def load_trained_model(
@@ -64,4 +65,5 @@ def load_trained_model(
             f"{path} does not fit the model ({report.summary()}); check model.* and dataset.num_classes"
         )
     log.info("%s", report.summary())
-    return TrainedModel(model.eval(), category_map, model_spec, path)
+    quantized = raw.get("modelopt_state") is not None
+    return TrainedModel(model.eval(), category_map, model_spec, path, quantized)

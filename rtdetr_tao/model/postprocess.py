@@ -29,8 +29,11 @@ class PostProcessor(nn.Module):
         num_classes = logits.shape[-1]
         flat = logits.float().flatten(1)
         flat = torch.where(torch.isnan(flat), torch.full_like(flat, -torch.inf), flat)
-        top, index = torch.sort(flat, dim=1, descending=True, stable=True)
-        top, index = top[:, : self.num_select], index[:, : self.num_select]
+        if torch.onnx.is_in_onnx_export():  # ONNX has no stable sort; TopK differs only on exact ties
+            top, index = torch.topk(flat, min(self.num_select, flat.shape[1]), dim=1)
+        else:
+            top, index = torch.sort(flat, dim=1, descending=True, stable=True)
+            top, index = top[:, : self.num_select], index[:, : self.num_select]
         labels = index % num_classes
         chosen = boxes.float().gather(1, (index // num_classes).unsqueeze(-1).expand(-1, -1, 4))
         pixels = box_cxcywh_to_xyxy(chosen) * orig_sizes.float().repeat(1, 2).unsqueeze(1)

@@ -1,0 +1,49 @@
+"""``rtdetr-deploy evaluate``: COCO metrics of a TensorRT engine or ONNX file on ``dataset.test_data_sources``.
+
+The same preprocessing, post-processing, metrics and ``results.json`` as ``rtdetr evaluate``; every test image
+counts, also those left without detections by ``evaluate.conf_threshold``.
+"""
+
+from __future__ import annotations
+
+from rtdetr_tao.config import ExperimentSpec
+from rtdetr_tao.errors import SpecError
+from rtdetr_tao.eval.coco import CocoMetrics, coco_from_file, evaluate_coco
+from rtdetr_tao.outputs.job import job_outputs
+from rtdetr_tao.outputs.metrics import write_metrics
+
+from ..predict import detect
+from ..runtime import open_backend
+
+
+def run(spec: ExperimentSpec) -> CocoMetrics:
+    """Evaluate ``evaluate.trt_engine`` (an engine or .onnx)."""
+    from rtdetr_tao.data.sources import resolve_file, resolve_image_dir
+
+    cfg, source = spec.evaluate, spec.dataset.test_data_sources
+    if not cfg.trt_engine:
+        raise SpecError("evaluate.trt_engine is not set; give the .engine (or .onnx) to evaluate")
+    if source is None:
+        raise SpecError("dataset.test_data_sources is not set; give {image_dir, json_file} to evaluate on")
+    batch = cfg.batch_size if cfg.batch_size > 0 else max(spec.dataset.batch_size, 1)
+    with job_outputs(spec, "deploy_evaluate") as job:
+        backend = open_backend(cfg.trt_engine, max_batch=batch)
+        meta = backend.metadata
+        coco_gt = coco_from_file(resolve_file(source.json_file, spec.dataset.cache_dir))
+        image_dir = resolve_image_dir(source.image_dir, spec.dataset.cache_dir)
+        items = [(i, image_dir / coco_gt.imgs[i]["file_name"]) for i in sorted(coco_gt.getImgIds())]
+        detections = [d.filter(cfg.conf_threshold) for _, d, _ in detect(backend, items, batch)]
+        metrics = evaluate_coco(
+            coco_gt,
+            detections,
+            meta.label_to_category,
+            category_names=dict(zip(meta.label_to_category, meta.class_names, strict=True)),
+            eval_class_ids=spec.dataset.eval_class_ids,
+        )
+        kpi = metrics.kpi("test")
+        context = {"model": str(cfg.trt_engine), "conf_threshold": cfg.conf_threshold, **kpi}
+        write_metrics(job.out_dir / "results.json", metrics, context)
+        print(metrics.table())
+        job.final_fields = {"kpi": kpi}
+        job.final_message = f"Evaluation finished: mAP {metrics.AP:.4f}, mAP50 {metrics.AP50:.4f}."
+        return metrics

@@ -1,0 +1,77 @@
+"""Detections from an exported model (ONNX Runtime or TensorRT), without PyTorch: the preprocessing of
+:mod:`rtdetr_tao.data.preprocess`, batches through :func:`rtdetr_deploy.runtime.run_batched`, and the same
+post-processing as ``rtdetr`` (top-k in the graph, or :func:`rtdetr_tao.eval.postprocess.postprocess` for raw
+outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rtdetr_tao.data.preprocess import load_rgb, to_model_input
+from rtdetr_tao.eval.detections import ImageDetections
+from rtdetr_tao.eval.postprocess import Letterbox, postprocess
+
+from .runtime import Backend, run_batched
+
+
+def _box_scale(orig_size: tuple[int, int], letterbox: Letterbox | None) -> tuple[float, float]:
+    """The (w, h) the graph multiplies normalised boxes by so that they land in original pixels: the original size
+    when stretched; with a letterbox (offset 0), the canvas size times original / resized."""
+    if letterbox is None:
+        return float(orig_size[0]), float(orig_size[1])
+    (in_w, in_h), (rw, rh) = letterbox.input_size, letterbox.resized_size
+    return in_w * orig_size[0] / rw, in_h * orig_size[1] / rh
+
+
+def detect_batch(
+    backend: Backend, paths: Sequence[Path], image_ids: Sequence[int]
+) -> list[tuple[ImageDetections, tuple[int, int]]]:
+    """Run ``backend`` on the images at ``paths`` → (detections in original pixels, original (w, h)) per image."""
+    meta = backend.metadata
+    arrays, sizes, scales, letterboxes = [], [], [], []
+    for path in paths:
+        image = load_rgb(path)
+        array, letterbox = to_model_input(image, tuple(meta.input_size), meta.preserve_aspect_ratio)
+        arrays.append(array)
+        sizes.append(image.size)
+        scales.append(_box_scale(image.size, letterbox))
+        letterboxes.append(letterbox)
+    outputs = run_batched(backend, np.stack(arrays), np.asarray(scales, dtype=np.float32))
+    if meta.outputs == "raw":
+        found = postprocess(
+            outputs["pred_logits"],
+            outputs["pred_boxes"],
+            sizes,
+            list(image_ids),
+            num_select=meta.num_select,
+            letterboxes=letterboxes if meta.preserve_aspect_ratio else None,
+        )
+    else:
+        found = [
+            ImageDetections(image_id, outputs["boxes"][i], outputs["scores"][i], outputs["labels"][i])
+            for i, image_id in enumerate(image_ids)
+        ]
+    return list(zip(found, sizes, strict=True))
+
+
+def detect(
+    backend: Backend, items: Iterable[tuple[int, Path]], batch_size: int
+) -> Iterator[tuple[Path, ImageDetections, tuple[int, int]]]:
+    """(image id, path) pairs → (path, detections, original (w, h)), ``batch_size`` images per call."""
+    chunk: list[tuple[int, Path]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == batch_size:
+            yield from _run(backend, chunk)
+            chunk = []
+    if chunk:
+        yield from _run(backend, chunk)
+
+
+def _run(backend: Backend, chunk: list[tuple[int, Path]]) -> Iterator[tuple[Path, ImageDetections, tuple[int, int]]]:
+    results = detect_batch(backend, [p for _, p in chunk], [i for i, _ in chunk])
+    for (_, path), (detections, size) in zip(chunk, results, strict=True):
+        yield path, detections, size

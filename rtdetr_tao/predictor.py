@@ -1,0 +1,147 @@
+"""A friendly Python API for detection with a trained model::
+
+    from rtdetr_tao import Predictor
+
+    predictor = Predictor.from_checkpoint("results/train/model_best.pth")  # or Predictor.from_onnx("model.onnx")
+    for found in predictor.predict(["a.jpg", "b.jpg"], threshold=0.5):
+        for name, score, box in found:
+            print(name, round(score, 2), box)
+
+Both backends share the preprocessing of :mod:`rtdetr_tao.data.preprocess` and return
+:class:`Detections` in original-image pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .data.preprocess import load_rgb, to_model_input
+from .eval.detections import ImageDetections
+from .eval.postprocess import postprocess
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+@dataclass
+class Detections:
+    """Detections of one image: ``boxes`` [K, 4] xyxy pixels, ``scores`` [K], ``labels`` [K] (training labels),
+    ``category_ids`` [K] (the dataset's ids) and ``names``; iterating gives ``(name, score, box)``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    category_ids: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __iter__(self) -> Iterator[tuple[str, float, list[float]]]:
+        for name, score, box in zip(self.names, self.scores, self.boxes, strict=True):
+            yield name, float(score), [float(v) for v in box]
+
+
+def _as_image(image: ImageLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"numpy images must be uint8 [H, W, 3] RGB, got {image.dtype} {image.shape}")
+        return Image.fromarray(image, "RGB")
+    return load_rgb(image)
+
+
+class Predictor:
+    """Runs a model on images; build it with :meth:`from_checkpoint` or :meth:`from_onnx`."""
+
+    def __init__(
+        self,
+        run: Any,
+        *,
+        class_names: Sequence[str],
+        label_to_category: Sequence[int],
+        input_size: tuple[int, int],
+        num_select: int,
+        preserve_aspect_ratio: bool = False,
+    ) -> None:
+        self._run = run  # float32 [B, 3, H, W] → (logits [B, Q, C], boxes [B, Q, 4])
+        self.class_names, self.label_to_category = list(class_names), list(label_to_category)
+        self.input_size, self.num_select, self.preserve_aspect_ratio = input_size, num_select, preserve_aspect_ratio
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "cpu", input_size: tuple[int, int] = (640, 640), spec: Any = None
+    ) -> Predictor:
+        """A PyTorch predictor from any weights file ``rtdetr`` loads (ours carry their classes; for official or
+        Hugging Face weights pass an ``ExperimentSpec`` with the model and dataset)."""
+        import torch
+
+        from .config import ExperimentSpec
+        from .engine.restore import load_trained_model
+
+        spec = spec or ExperimentSpec()
+        trained = load_trained_model(str(path), spec, eval_spatial_size=input_size)
+        model = trained.model.to(device)
+
+        def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode():
+                out = model(torch.from_numpy(batch).to(device))
+            return out["pred_logits"].float().cpu().numpy(), out["pred_boxes"].float().cpu().numpy()
+
+        cmap = trained.category_map
+        return cls(
+            run, class_names=cmap.category_names, label_to_category=cmap.label_to_category, input_size=input_size,
+            num_select=trained.model_spec.num_select,
+        )  # fmt: skip
+
+    @classmethod
+    def from_onnx(cls, path: str | Path) -> Predictor:
+        """An ONNX Runtime predictor from ``rtdetr export`` output with ``export.raw_outputs: true``."""
+        from .errors import DataError, require
+        from .metadata import read_metadata
+
+        ort = require("onnxruntime", extra="onnx", purpose="Predictor.from_onnx")
+        meta = read_metadata(path)
+        if meta.outputs != "raw":
+            raise DataError(f"{path} has post-processing inside; export it with export.raw_outputs=true for Predictor")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            logits, boxes = session.run(["pred_logits", "pred_boxes"], {"images": batch})
+            return logits, boxes
+
+        return cls(
+            run, class_names=meta.class_names, label_to_category=meta.label_to_category,
+            input_size=tuple(meta.input_size), num_select=meta.num_select,
+            preserve_aspect_ratio=meta.preserve_aspect_ratio,
+        )  # fmt: skip
+
+    def predict_raw(self, images: Sequence[ImageLike]) -> list[ImageDetections]:
+        """Top-``num_select`` detections per image (no threshold), in original pixels."""
+        pil = [_as_image(image) for image in images]
+        arrays, letterboxes = zip(
+            *(to_model_input(image, self.input_size, self.preserve_aspect_ratio) for image in pil), strict=True
+        )
+        logits, boxes = self._run(np.stack(arrays))
+        return postprocess(
+            logits, boxes, [image.size for image in pil], list(range(len(pil))), num_select=self.num_select,
+            letterboxes=list(letterboxes) if self.preserve_aspect_ratio else None,
+        )  # fmt: skip
+
+    def predict(self, images: ImageLike | Sequence[ImageLike], threshold: float = 0.5) -> list[Detections]:
+        """Detections with score >= ``threshold`` for one image or a list (paths, PIL images or uint8 arrays)."""
+        single = isinstance(images, str | Path | Image.Image | np.ndarray)
+        found = self.predict_raw([images] if single else list(images))
+        out = []
+        for detections in found:
+            kept = detections.filter(threshold)
+            labels = np.asarray(kept.labels, dtype=np.int64)
+            ids = np.asarray(self.label_to_category, dtype=np.int64)[labels]
+            out.append(Detections(kept.boxes, kept.scores, labels, ids, [self.class_names[i] for i in labels]))
+        return out
