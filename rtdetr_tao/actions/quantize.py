@@ -1,0 +1,203 @@
+"""``rtdetr quantize``: post-training quantization with NVIDIA ModelOpt.
+
+The ``quantize.layers`` rules choose, for every ``Conv2d`` and ``Linear`` module, the dtype of its weights and of
+its input activations: a rule matches the module's qualified name (``encoder.input_proj.0.conv``) or class name
+(``Conv2d``) with fnmatch, later rules win, ``skip_names`` keep modules in float, and
+``default_layer_dtype`` / ``default_activation_dtype`` apply where no rule matches. ModelOpt then calibrates the
+activation ranges on ``dataset.quant_calibration_data_sources`` with the evaluation preprocessing.
+
+Writes under ``results_dir/quantize/``: ``quantized_model.pth`` (our checkpoint format plus ModelOpt's state, read
+by ``rtdetr evaluate evaluate.is_quantized=true`` and ``rtdetr export export.is_quantized=true``),
+``quantization_summary.json`` (dtypes per module, and mAP before/after when the calibration source has a
+``json_file``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ExperimentSpec
+from ..config.dataset import DataSource, InferSource
+from ..config.quantize import QuantizeSpec
+from ..engine.checkpoint import save_checkpoint
+from ..engine.restore import load_trained_model
+from ..engine.setup import select_device, start_job
+from ..errors import SpecError, require
+from ..io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+QUANTIZABLE = (nn.Conv2d, nn.Linear)
+_FORMATS: dict[str, dict[str, Any]] = {
+    "int8": {"num_bits": 8},
+    "fp8_e4m3fn": {"num_bits": (4, 3)},
+    "fp8_e5m2": {"num_bits": (5, 2)},
+}
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """The dtypes one module gets (``native``: left in float)."""
+
+    weights: str
+    activations: str
+    weight_axis: int | None
+    activation_axis: int | None
+
+
+def plan_layers(model: nn.Module, cfg: QuantizeSpec) -> dict[str, LayerPlan]:
+    """Qualified name → dtypes for every Conv2d / Linear module of ``model``, as the spec's rules say."""
+
+    def matches(pattern: str, name: str, module: nn.Module) -> bool:
+        return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(type(module).__name__, pattern)
+
+    plans: dict[str, LayerPlan] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, QUANTIZABLE) or any(matches(p, name, module) for p in cfg.skip_names):
+            continue
+        weights, activations = cfg.default_layer_dtype, cfg.default_activation_dtype
+        weight_axis: int | None = 0
+        activation_axis: int | None = None
+        for rule in cfg.layers:
+            if not matches(rule.module_name, name, module):
+                continue
+            if rule.weights is not None:
+                weights, weight_axis = rule.weights.dtype, rule.weights.quant_axis
+                weight_axis = 0 if weight_axis is None and weights == "int8" else weight_axis
+            if rule.activations is not None:
+                activations, activation_axis = rule.activations.dtype, rule.activations.quant_axis
+        if cfg.mode == "weight_only_ptq":
+            activations = "native"
+        if weights != "native" or activations != "native":
+            plans[name] = LayerPlan(weights, activations, weight_axis, activation_axis)
+    if not plans:
+        raise SpecError(
+            "quantize.layers, skip_names and the default dtypes leave every layer in float; add a rule such as "
+            "{module_name: '*', weights: {dtype: int8}, activations: {dtype: int8}}"
+        )
+    return plans
+
+
+def modelopt_config(plans: dict[str, LayerPlan], cfg: QuantizeSpec) -> dict[str, Any]:
+    """The ``mtq.quantize`` config: every quantizer off, then one entry per planned weight / input quantizer."""
+    quant_cfg: dict[str, Any] = {"*": {"enable": False}}
+    for name, plan in plans.items():
+        if plan.weights != "native":
+            quant_cfg[f"{name}.weight_quantizer"] = {**_FORMATS[plan.weights], "axis": plan.weight_axis}
+        if plan.activations != "native":
+            quant_cfg[f"{name}.input_quantizer"] = {**_FORMATS[plan.activations], "axis": plan.activation_axis}
+    algorithm: Any = cfg.algorithm
+    if cfg.algorithm == "percentile":
+        algorithm = {"method": "max"}  # ModelOpt calibrates percentiles through its histogram calibrator
+        for entry in quant_cfg.values():
+            if "num_bits" in entry and entry.get("axis") is None:
+                entry["calibrator"] = ("histogram", (), {"method": "percentile", "percentile": cfg.percentile})
+    elif cfg.algorithm in ("entropy", "mse"):
+        algorithm = {"method": "max"}
+        for entry in quant_cfg.values():
+            if "num_bits" in entry and entry.get("axis") is None:
+                entry["calibrator"] = ("histogram", (), {"method": cfg.algorithm})
+    return {"quant_cfg": quant_cfg, "algorithm": algorithm, **cfg.backend_kwargs}
+
+
+def _check_device(plans: dict[str, LayerPlan], device: torch.device) -> None:
+    used = {p.weights for p in plans.values()} | {p.activations for p in plans.values()}
+    fp8 = sorted(d for d in used if d.startswith("fp8"))
+    if fp8 and device.type != "cuda":
+        raise SpecError(
+            f"quantize: {', '.join(fp8)} needs a CUDA GPU (FP8 kernels and TensorRT-only ONNX ops); use int8 on this "
+            "machine or run on a GPU"
+        )
+
+
+def run(spec: ExperimentSpec) -> Path:
+    """Quantize ``quantize.model_path`` and write the quantized checkpoint; returns its path."""
+    from ..data.loader import build_eval_loader, build_infer_loader
+    from ..engine.predict import predict
+    from ..eval.coco import evaluate_coco
+
+    cfg = spec.quantize
+    if not cfg.model_path:
+        raise SpecError("quantize.model_path is not set; give the trained .pth to quantize")
+    calib = spec.dataset.quant_calibration_data_sources
+    if calib is None:
+        raise SpecError("dataset.quant_calibration_data_sources is not set; give images for calibration")
+    mtq = require("modelopt.torch.quantization", extra="quantize", purpose="rtdetr quantize")
+    mto = require("modelopt.torch.opt", extra="quantize", purpose="rtdetr quantize")
+    device = select_device(cfg.device)
+    size = tuple(spec.dataset.augmentation.eval_spatial_size)
+    with start_job(spec, "quantize", device=str(device.type)) as ctx:
+        trained = load_trained_model(cfg.model_path, spec, eval_spatial_size=size)
+        model = trained.model.to(device)
+        plans = plan_layers(model, cfg)
+        _check_device(plans, device)
+        images = build_infer_loader(
+            InferSource(image_dir=[calib.image_dir]),
+            input_size=size,
+            preserve_aspect_ratio=spec.dataset.augmentation.preserve_aspect_ratio,
+            batch_size=max(spec.dataset.batch_size, 1),
+            workers=spec.dataset.workers,
+            cache_dir=spec.dataset.cache_dir,
+        )
+
+        def calibrate(module: nn.Module) -> None:
+            with torch.no_grad():
+                for index, (batch, _) in enumerate(images):
+                    if index == cfg.calibration_batches:
+                        break
+                    module(batch.to(device))
+
+        def coco_map(module: nn.Module) -> dict[str, float] | None:
+            if calib.json_file is None:
+                return None
+            source = DataSource(image_dir=calib.image_dir, json_file=calib.json_file)
+            dataset = spec.dataset.model_copy(update={"test_data_sources": source})
+            loader, coco_gt = build_eval_loader(
+                dataset, "test", category_map=trained.category_map, world_size=1, rank=0
+            )
+            detections, _ = predict(module, loader, device, num_select=spec.model.num_select)
+            metrics = evaluate_coco(coco_gt, detections, trained.category_map.label_to_category)
+            return {"mAP": metrics.AP, "mAP50": metrics.AP50}
+
+        before = coco_map(model)
+        model = mtq.quantize(model, modelopt_config(plans, cfg), forward_loop=calibrate)
+        after = coco_map(model)
+        out = ctx.out_dir / "quantized_model.pth"
+        save_checkpoint(
+            out,
+            {
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "modelopt_state": mto.modelopt_state(model),
+                "spec": {"model": trained.model_spec.model_dump(mode="json")},
+                "category_map": trained.category_map.to_dict(),
+                "quantized_from": str(cfg.model_path),
+            },
+        )
+        summary = {
+            "source": str(cfg.model_path),
+            "algorithm": cfg.algorithm,
+            "mode": cfg.mode,
+            "calibration_batches": cfg.calibration_batches,
+            "layers": {name: vars(plan) for name, plan in plans.items()},
+            "mAP_before": before,
+            "mAP_after": after,
+        }
+        atomic_write_json(ctx.out_dir / "quantization_summary.json", summary)
+        counts: dict[str, int] = {}
+        for plan in plans.values():
+            key = f"weights {plan.weights} / activations {plan.activations}"
+            counts[key] = counts.get(key, 0) + 1
+        for key, count in sorted(counts.items()):
+            log.info("%4d modules: %s", count, key)
+        if before and after:
+            log.info("mAP before %.4f, after %.4f", before["mAP"], after["mAP"])
+        ctx.outputs.final_message = f"Quantized {len(plans)} modules into {out}."
+        ctx.outputs.final_fields = {"kpi": {f"quantized_{k}": v for k, v in (after or {}).items()}}
+        return out
