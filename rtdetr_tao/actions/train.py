@@ -34,6 +34,7 @@ from ..engine.setup import JobContext, start_job
 from ..engine.trainer import Hook, LossFn, Trainer
 from ..errors import CheckpointError, SpecError
 from ..eval.coco import evaluate_coco
+from ..model.criterion import to_float
 from ..outputs.metrics import write_metrics
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,11 @@ def train(
     spec: ExperimentSpec,
     *,
     action: str,
-    make_loss: Callable[[ExperimentSpec, nn.Module, JobContext], LossFn],
-    extra_hooks: Callable[[JobContext], list[Hook]] = lambda ctx: [],
+    make_loss: Callable[[ExperimentSpec, nn.Module, JobContext, nn.Module], LossFn],
+    init_model: Callable[[nn.Module, JobContext], None] | None = None,
 ) -> TrainResult:
-    """The training job shared by ``train`` and ``distill`` (which brings its own loss and hooks)."""
+    """The training job shared by ``train`` and ``distill`` (which brings its own loss, and ``init_model`` to
+    prepare the fresh model). A loss that is an ``nn.Module`` with parameters is trained and checkpointed too."""
     with start_job(spec, action) as ctx:
         from ..data.loader import build_eval_loader, build_train_loader
         from ..model.build import build_criterion, build_model
@@ -77,9 +79,12 @@ def train(
         if spec.train.pretrained_model_path and resume_state is None:
             report = load_weights(model, spec.train.pretrained_model_path)
             log.info("pretrained weights: %s", report.summary())
+        if init_model is not None and resume_state is None:
+            init_model(model, ctx)
         _freeze(model, spec)
         model.to(ctx.device)
         criterion = build_criterion(spec.model, num_classes).to(ctx.device)
+        loss_fn = make_loss(spec, criterion, ctx, model)
         lr_backbone = spec.lr_backbone
         log.info(
             "learning rates: detector %.2e, backbone %.2e%s",
@@ -96,6 +101,12 @@ def train(
             linear_proj_names=spec.model.linear_proj_names,
             linear_proj_mult=spec.model.lr_linear_proj_mult,
         )
+        if isinstance(loss_fn, nn.Module):
+            loss_fn.to(ctx.device)
+            trainable = [p for p in loss_fn.parameters() if p.requires_grad]
+            if trainable:
+                wd = spec.train.optim.weight_decay
+                groups.append({"name": "loss", "params": trainable, "lr": spec.train.optim.lr, "weight_decay": wd})
         optimizer = build_optimizer(
             spec.train.optim.optimizer, groups, lr=spec.train.optim.lr, momentum=spec.train.optim.momentum
         )
@@ -127,7 +138,7 @@ def train(
         )
         trainer = Trainer(
             model=train_model,
-            loss_fn=make_loss(spec, criterion, ctx),
+            loss_fn=loss_fn,
             optimizer=optimizer,
             schedule=schedule,
             loader=loader,
@@ -153,7 +164,6 @@ def train(
                     use_ema=not spec.train.ema.validate_original_weights,
                 )
             )
-        hooks += extra_hooks(ctx)
         if ctx.is_main:
             hooks += [
                 CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
@@ -194,7 +204,7 @@ def train(
         )
 
 
-def detection_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext) -> LossFn:
+def detection_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext, model: nn.Module) -> LossFn:
     """The RT-DETRv2 objective: forward under autocast, VFL + L1 + GIoU (aux, encoder, denoising) in fp32."""
 
     def loss_fn(model: nn.Module, images: torch.Tensor, targets: list[dict[str, Any]], autocast) -> dict:
@@ -203,17 +213,6 @@ def detection_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext) 
         return criterion(to_float(outputs), targets)
 
     return loss_fn
-
-
-def to_float(value: Any) -> Any:
-    """Cast every floating tensor in nested dicts/lists to fp32 (losses are computed in fp32)."""
-    if torch.is_tensor(value):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, dict):
-        return {k: to_float(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_float(v) for v in value)
-    return value
 
 
 def _validator(spec, ctx, loader, coco_gt, category_map, criterion, trainer) -> Callable[[nn.Module], dict]:

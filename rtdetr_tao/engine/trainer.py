@@ -131,6 +131,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "loss": self.loss_fn.state_dict() if isinstance(self.loss_fn, torch.nn.Module) else None,
             "epoch": self.state.epoch,
             "global_step": self.state.global_step,
             "step_in_epoch": self.state.step_in_epoch,
@@ -144,6 +145,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if isinstance(self.loss_fn, torch.nn.Module) and state.get("loss") is not None:
+            self.loss_fn.load_state_dict(state["loss"])  # trainable parts of a loss (distillation projections)
         self.state.global_step = int(state["global_step"])
         if state["epoch_complete"]:
             self.state.epoch, self.state.step_in_epoch = int(state["epoch"]) + 1, 0

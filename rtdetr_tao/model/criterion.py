@@ -143,3 +143,14 @@ def _denoising_indices(meta: dict[str, Any], targets: list[dict[str, Tensor]]) -
             raise ValueError(f"denoising meta has {len(positive)} positive queries for {n} boxes x {groups} groups")
         indices.append((positive, gt))
     return indices
+
+
+def to_float(value: Any) -> Any:
+    """Every floating tensor in nested dicts / lists / tuples as float32 (losses are computed in fp32)."""
+    if torch.is_tensor(value):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: to_float(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_float(v) for v in value)
+    return value
