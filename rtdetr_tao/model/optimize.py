@@ -6,7 +6,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from .backbone import FrozenBatchNorm2d
 from .encoder import RepVggBlock
@@ -53,17 +53,6 @@ def _fold(module: nn.Module) -> None:
         if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d | FrozenBatchNorm2d):
             child.conv, child.norm = fuse_conv_norm(conv, norm), nn.Identity()
         _fold(child)
-
-
-class _ChannelsLast(nn.Module):
-    """Feeds the wrapped backbone channels-last input; its outputs stay channels-last (NHWC strides)."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.body = backbone.to(memory_format=torch.channels_last)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return self.body(x.contiguous(memory_format=torch.channels_last))
 
 
 @torch.no_grad()
