@@ -5,16 +5,20 @@ outputs)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from rtdetr_tao.data.preprocess import load_rgb, to_model_input
 from rtdetr_tao.eval.detections import ImageDetections
 from rtdetr_tao.eval.postprocess import Letterbox, postprocess
 
 from .runtime import Backend, run_batched
+
+log = logging.getLogger(__name__)
 
 
 def _box_scale(orig_size: tuple[int, int], letterbox: Letterbox | None) -> tuple[float, float]:
@@ -58,20 +62,37 @@ def detect_batch(
 
 
 def detect(
-    backend: Backend, items: Iterable[tuple[int, Path]], batch_size: int
+    backend: Backend, items: Iterable[tuple[int, Path]], batch_size: int, *, skip_unreadable: bool = False
 ) -> Iterator[tuple[Path, ImageDetections, tuple[int, int]]]:
-    """(image id, path) pairs → (path, detections, original (w, h)), ``batch_size`` images per call."""
+    """(image id, path) pairs → (path, detections, original (w, h)), ``batch_size`` images per call.
+    ``skip_unreadable``: log and skip images that cannot be read (else they raise a DataError naming them)."""
     chunk: list[tuple[int, Path]] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == batch_size:
-            yield from _run(backend, chunk)
+            yield from _run(backend, chunk, skip_unreadable)
             chunk = []
     if chunk:
-        yield from _run(backend, chunk)
+        yield from _run(backend, chunk, skip_unreadable)
 
 
-def _run(backend: Backend, chunk: list[tuple[int, Path]]) -> Iterator[tuple[Path, ImageDetections, tuple[int, int]]]:
+def _run(
+    backend: Backend, chunk: list[tuple[int, Path]], skip_unreadable: bool
+) -> Iterator[tuple[Path, ImageDetections, tuple[int, int]]]:
+    readable = []
+    for image_id, path in chunk:
+        if not skip_unreadable:
+            readable.append((image_id, path))
+            continue
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            readable.append((image_id, path))
+        except (OSError, SyntaxError) as exc:  # one bad file must not stop the run
+            log.warning("skipping unreadable image %s: %s", path, exc)
+    if not readable:
+        return
+    chunk = readable
     results = detect_batch(backend, [p for _, p in chunk], [i for i, _ in chunk])
     for (_, path), (detections, size) in zip(chunk, results, strict=True):
         yield path, detections, size

@@ -178,6 +178,19 @@ def test_inference_pytorch_and_onnx_write_the_same_files(trained) -> None:
     assert {r["category_id"] for r in results} <= {1, 3, 5, 7}
 
 
+def test_inference_reports_a_corrupt_image_and_goes_on(trained, tmp_path, caplog) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(next(iter((trained["root"]).glob("train/images"))), images)
+    (images / "000003.jpg").write_bytes(b"broken")
+    spec, source = str(trained["spec"]), f"dataset.infer_data_sources={{image_dir: [{images}]}}"
+    onnx_file = _export(trained, "corrupt.onnx")
+    for run, model, key in ((main, trained["ckpt"], "checkpoint"), (deploy_main, onnx_file, "trt_engine")):
+        out = tmp_path / key
+        assert run(["inference", "-e", spec, source, f"inference.{key}={model}", f"inference.results_dir={out}"]) == 0
+        assert len(list((out / "labels").iterdir())) == 15
+        assert "000003.jpg" in caplog.text
+
+
 def test_calibration_uses_the_training_preprocessing_and_caches(tmp_path, trained) -> None:
     images = sorted(Path(p) for p in (trained["root"]).glob("train/images/*.jpg"))
     batches = CalibrationBatches(
@@ -234,3 +247,20 @@ def test_export_errors(trained, capsys) -> None:
         == 2
     )
     assert "multiples of 32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opset", [16, 19])
+def test_discrete_export_has_no_grid_sample(trained, opset) -> None:
+    path = _export(
+        trained, f"discrete{opset}.onnx", "model.cross_attn_method=discrete", f"export.opset_version={opset}"
+    )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    ops = {node.op_type for node in model.graph.node}
+    assert "GridSample" not in ops and "GatherElements" in ops
+    default = onnx.load(str(_export(trained, f"default{opset}.onnx", f"export.opset_version={opset}")))
+    assert "GridSample" in {node.op_type for node in default.graph.node}
+    session = ort.InferenceSession(str(path))
+    images = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    labels, boxes, scores = session.run(None, {"images": images, "orig_target_sizes": np.full((4, 2), 64, np.float32)})
+    assert labels.shape == (4, 20) and np.isfinite(boxes).all() and ((scores >= 0) & (scores <= 1)).all()

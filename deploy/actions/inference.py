@@ -41,7 +41,7 @@ def run(spec: ExperimentSpec) -> Path:
             outline_width=cfg.outline_width,
         )  # fmt: skip
         paths = [p for d in source.image_dir for p in list_images(resolve_image_dir(d, spec.dataset.cache_dir))]
-        for path, found, _ in detect(backend, enumerate(paths), batch):
+        for path, found, _ in detect(backend, enumerate(paths), batch, skip_unreadable=True):
             writer.write(path, load_rgb(path), found)
         total = writer.finish(meta.label_to_category)
         job.final_message = f"Inference finished: {len(paths)} images, {total} detections."

@@ -6,6 +6,7 @@ trained on, so a run killed mid-epoch continues with exactly the batches the uni
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from .coco import CocoDetection
 from .preprocess import list_images, load_rgb, to_model_input
 from .sources import resolve_image_dir
 from .transforms import multi_scale_resize, scale_choices
+
+log = logging.getLogger(__name__)
 
 AUTO_BATCH_SIZE = 4
 """Per-device batch size for ``dataset.batch_size: -1``."""
@@ -189,7 +192,8 @@ class _Concat(Dataset):
 
 
 class ImageFolder(Dataset):
-    """Images for inference: ``(image [3, H, W], {"path", "orig_size" (w, h), "letterbox"?})``."""
+    """Images for inference: ``(image [3, H, W], {"path", "orig_size" (w, h), "letterbox"?})``; unreadable
+    images are logged by name and skipped."""
 
     def __init__(self, paths: list[Path], input_size: tuple[int, int], preserve_aspect_ratio: bool) -> None:
         self.paths, self.input_size, self.preserve_aspect_ratio = paths, input_size, preserve_aspect_ratio
@@ -197,9 +201,13 @@ class ImageFolder(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, dict[str, Any], tuple[int, int, int]]:
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, dict[str, Any], tuple[int, int, int]] | None:
         path = self.paths[key[0]]
-        image = load_rgb(path)
+        try:
+            image = load_rgb(path)
+        except DataError as error:  # one bad file must not stop a folder of inference images
+            log.warning("skipping %s", error)
+            return None
         array, letterbox = to_model_input(image, self.input_size, self.preserve_aspect_ratio)
         meta: dict[str, Any] = {"path": path, "orig_size": image.size, "image_id": key[0]}
         if letterbox is not None:

@@ -15,6 +15,9 @@ from ..errors import CheckpointError, SpecError, require
 
 log = logging.getLogger(__name__)
 
+INFERENCE_KEYS = {"cross_attn_method", "num_select", "eval_idx"}
+"""``model.*`` keys a spec may change on a trained model (they change no weights)."""
+
 
 @dataclass
 class TrainedModel:
@@ -53,7 +56,10 @@ def load_trained_model(
                 "can be mapped to category ids"
             )
         category_map = category_map_from_sources(spec.dataset, sources[:1])
-    model_spec = ModelSpec.model_validate(spec_dict["model"]) if isinstance(spec_dict, dict) else spec.model
+    model_spec = spec.model
+    if isinstance(spec_dict, dict):  # the checkpoint's architecture, with the inference-time keys the spec sets
+        chosen = {k: getattr(spec.model, k) for k in INFERENCE_KEYS & spec.model.model_fields_set}
+        model_spec = ModelSpec.model_validate({**spec_dict["model"], **chosen})
     model = build_model(model_spec, category_map.num_classes, eval_spatial_size=eval_spatial_size)
     if raw.get("modelopt_state") is not None:  # a checkpoint of rtdetr quantize: quantizers first, then weights
         mto = require("modelopt.torch.opt", extra="quantize", purpose="loading a quantized checkpoint")
