@@ -46,6 +46,14 @@ class Detections:
         for name, score, box in zip(self.names, self.scores, self.boxes, strict=True):
             yield name, float(score), [float(v) for v in box]
 
+    def draw(self, image: ImageLike, *, outline_width: int = 3) -> Image.Image:
+        """A copy of ``image`` with these detections drawn (class name and score on each box)."""
+        from .outputs.draw import class_colors, draw_detections
+
+        colors = class_colors(sorted(set(self.names)))
+        return draw_detections(_as_image(image), self.boxes, self.scores, self.names, color_map=colors,
+                               outline_width=outline_width)  # fmt: skip
+
 
 def _as_image(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):

@@ -105,6 +105,8 @@ def test_raw_export_and_predictor_agree(trained) -> None:
     images = [Image.open(p) for p in sorted((trained["root"] / "..").glob("*/train/images/*.jpg"))[:2]]
     images = images or [Image.new("RGB", (80, 60), "red"), Image.new("RGB", (64, 64), "blue")]
     a, b = torch_pred.predict(images, threshold=0.0), onnx_pred.predict(images, threshold=0.0)
+    drawn = a[0].draw(images[0])
+    assert drawn.size == images[0].size and drawn.tobytes() != images[0].convert("RGB").tobytes()
     for x, y in zip(a, b, strict=True):
         assert x.names[:10] == y.names[:10]
         np.testing.assert_allclose(x.boxes[:10], y.boxes[:10], atol=1e-2)
