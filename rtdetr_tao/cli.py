@@ -41,6 +41,7 @@ RTDETR_ACTIONS: dict[str, Action] = {
     "distill": Action(
         "rtdetr_tao.actions.distill", "distill", "Train a student from a frozen teacher.", distributed=True
     ),
+    "automl": Action("rtdetr_tao.actions.automl", "automl", "Hyper-parameter search (trials are train runs)."),
     "default_specs": Action(
         "rtdetr_tao.actions.default_specs", "default_specs", "Write spec templates and JSON schemas."
     ),

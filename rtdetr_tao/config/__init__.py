@@ -1,5 +1,6 @@
 """Experiment specs: Pydantic models (the one source of truth), loading and schema generation."""
 
+from .automl import AutoMLSpec
 from .dataset import AugmentationSpec, CalibrationSource, DatasetSpec, DataSource, InferSource
 from .deploy import CalibrationSpec, GenTrtEngineSpec, TensorRTSpec
 from .distill import BindingSpec, DistillSpec
@@ -17,6 +18,7 @@ __all__ = [
     "REQUIRED",
     "SCALE_ADAPTIVE_LR_BACKBONE",
     "AugmentationSpec",
+    "AutoMLSpec",
     "BindingSpec",
     "CalibrationSource",
     "CalibrationSpec",

@@ -111,6 +111,7 @@ class DatasetSpec(Section):
         "profile decides).",
         automl=True,
         math_cond="^ 2",
+        search_range=(2, 16),
         schema_extra={"not": {"const": 0}},
     )
     workers: int = spec_field(8, ge=0, le=64, description="Data-loader worker processes per device.", automl=False)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
+from .automl import AutoMLSpec
 from .dataset import DatasetSpec
 from .deploy import GenTrtEngineSpec
 from .distill import DistillSpec
@@ -57,6 +58,7 @@ class ExperimentSpec(Section):
     )
     quantize: QuantizeSpec = spec_field(QuantizeSpec(), description="Post-training quantization.", automl=False)
     distill: DistillSpec | None = spec_field(None, description="Distillation (rtdetr distill).", automl=False)
+    automl: AutoMLSpec = spec_field(AutoMLSpec(), description="Hyper-parameter search (rtdetr automl).", automl=False)
 
     @model_validator(mode="after")
     def _cross_section(self) -> ExperimentSpec:
@@ -112,6 +114,7 @@ ACTIONS: dict[str, str] = {
     "export": "Export a checkpoint to ONNX.",
     "quantize": "Post-training quantization with NVIDIA ModelOpt.",
     "distill": "Train a student model from a frozen teacher.",
+    "automl": "Hyper-parameter search: trials are rtdetr train runs sampled from the train schema.",
     "gen_trt_engine": "rtdetr-deploy: build a TensorRT engine from the ONNX file.",
     "deploy_evaluate": "rtdetr-deploy evaluate: COCO metrics of an engine or ONNX file.",
     "deploy_inference": "rtdetr-deploy inference: detections from an engine or ONNX file.",
@@ -124,6 +127,7 @@ ACTION_SECTION = {"deploy_evaluate": "evaluate", "deploy_inference": "inference"
 ACTION_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("results_dir", "wandb", "model", "dataset", "train"),
     "distill": ("results_dir", "wandb", "model", "dataset", "train", "distill"),
+    "automl": ("results_dir", "wandb", "model", "dataset", "train", "automl"),
     "evaluate": ("results_dir", "model", "dataset", "evaluate"),
     "inference": ("results_dir", "model", "dataset", "inference"),
     "export": ("results_dir", "model", "dataset", "export"),
@@ -137,6 +141,7 @@ ACTION_SECTIONS: dict[str, tuple[str, ...]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {
     "train": ("dataset.train_data_sources",),
     "distill": ("dataset.train_data_sources", "distill.pretrained_teacher_model_path"),
+    "automl": ("dataset.train_data_sources", "dataset.val_data_sources"),
     "evaluate": ("evaluate.checkpoint", "dataset.test_data_sources"),
     "inference": ("inference.checkpoint", "dataset.infer_data_sources"),
     "export": ("export.checkpoint", "export.onnx_file"),
@@ -162,6 +167,7 @@ ACTION_RULES: dict[str, tuple[Callable[[ExperimentSpec], str | None], ...]] = {
     "train": (_positive_batch,),
     "distill": (_positive_batch, _distill_section),
     "quantize": (_positive_batch,),
+    "automl": (_positive_batch,),
 }
 """Further checks an action needs beyond REQUIRED; each returns an error message or None."""
 

@@ -3,7 +3,9 @@
 A spec field carries its JSON-Schema facts (description, bounds, enum) as ordinary Pydantic
 constraints, which are enforced at load time, plus the AutoML annotations TAO's tools read
 (``automl_enabled``, ``popular``, ``math_cond``, ``depends_on``, ``parent_param``,
-``option_weights``). Those land in ``json_schema_extra`` and flow into ``schemas/*.json``.
+``option_weights``) and our search hints (``automl_search_range``, ``automl_log_scale``). Those land
+in ``json_schema_extra``, flow into ``schemas/*.json``, and ``rtdetr automl`` builds its search space
+from them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def spec_field(
     depends_on: str | None = None,
     parent_param: bool = False,
     option_weights: list[float] | None = None,
+    search_range: tuple[float, float] | None = None,
+    log_scale: bool = False,
     examples: list[Any] | None = None,
     schema_extra: dict[str, Any] | None = None,
 ) -> Any:
@@ -47,6 +51,8 @@ def spec_field(
 
     ``automl``: True = tuned by default (listed in ``automl_default_parameters``), False = never
     tuned (``automl_disabled_parameters``), None = tunable only when a user lists it.
+    ``search_range`` / ``log_scale``: where AutoML samples by default (inside the validation bounds, which
+    are often far wider: a learning rate may be anything in (0, 1]) and whether it samples log-uniformly.
     ``schema_extra`` overrides generated JSON-Schema keywords, e.g. an ``enum`` that also lists the
     aliases a before-validator normalises.
     """
@@ -63,6 +69,10 @@ def spec_field(
         extra["parent_param"] = True
     if option_weights:
         extra["option_weights"] = option_weights
+    if search_range:
+        extra["automl_search_range"] = list(search_range)
+    if log_scale:
+        extra["automl_log_scale"] = True
     return Field(
         default,
         description=description,

@@ -62,7 +62,13 @@ class ModelSpec(Section):
         False, description="Distillation: start the student's encoder and decoder from the teacher where shapes fit."
     )
     num_queries: int = spec_field(
-        300, ge=1, le=3000, description="Number of decoder object queries.", automl=True, parent_param=True
+        300,
+        ge=1,
+        le=3000,
+        description="Number of decoder object queries.",
+        automl=True,
+        parent_param=True,
+        search_range=(100, 500),
     )
     num_select: int = spec_field(
         300,
@@ -72,6 +78,7 @@ class ModelSpec(Section):
         automl=True,
         depends_on="model.num_queries",
         math_cond="<= depends_on",
+        search_range=(50, 300),
     )
     num_feature_levels: int = spec_field(
         3,
@@ -104,7 +111,9 @@ class ModelSpec(Section):
     )
     nheads: int = spec_field(8, ge=1, description="Attention heads in the encoder and decoder.")
     dropout_ratio: float = spec_field(0.0, ge=0.0, le=1.0, description="Dropout probability.")
-    enc_layers: int = spec_field(1, ge=1, le=12, description="Transformer encoder (AIFI) layers.", automl=True)
+    enc_layers: int = spec_field(
+        1, ge=1, le=12, description="Transformer encoder (AIFI) layers.", automl=True, search_range=(1, 3)
+    )
     dim_feedforward: int = spec_field(1024, ge=1, description="Feed-forward width of the encoder.")
     dec_dim_feedforward: int = spec_field(1024, ge=1, description="Feed-forward width of the decoder.")
     pe_temperature: int = spec_field(10000, ge=1, description="Temperature of the sine positional encoding.")
@@ -114,7 +123,7 @@ class ModelSpec(Section):
     )
     enc_act: Literal["gelu", "relu", "silu"] = spec_field("gelu", description="Activation in the encoder layers.")
     act: Literal["silu", "relu", "gelu"] = spec_field("silu", description="Activation in the CCFM (FPN/PAN) blocks.")
-    dec_layers: int = spec_field(6, ge=1, le=12, description="Decoder layers.", automl=True)
+    dec_layers: int = spec_field(6, ge=1, le=12, description="Decoder layers.", automl=True, search_range=(3, 6))
     dn_number: int = spec_field(100, ge=0, description="Denoising queries in training; 0 disables denoising.")
     label_noise_ratio: float = spec_field(0.5, ge=0.0, le=1.0, description="Share of denoising labels flipped.")
     box_noise_scale: float = spec_field(1.0, ge=0.0, description="Scale of the denoising box noise.")

@@ -26,6 +26,8 @@ class OptimSpec(Section):
         description="Learning rate of the encoder, decoder and heads.",
         automl=True,
         math_cond="> 0.0",
+        search_range=(1e-5, 1e-3),
+        log_scale=True,
     )
     lr_backbone: float | None = spec_field(
         None,
@@ -35,10 +37,18 @@ class OptimSpec(Section):
         "for ResNet-18 / 34 / 50 / 101).",
         automl=True,
         math_cond="> 0.0",
+        search_range=(1e-6, 1e-4),
+        log_scale=True,
     )
     momentum: float = spec_field(0.9, gt=0.0, lt=1.0, description="SGD momentum; AdamW's beta1.", math_cond="> 0.0")
     weight_decay: float = spec_field(
-        1e-4, ge=0.0, le=1.0, description="Weight decay (not applied to norms and biases).", automl=True
+        1e-4,
+        ge=0.0,
+        le=1.0,
+        description="Weight decay (not applied to norms and biases).",
+        automl=True,
+        search_range=(1e-5, 1e-2),
+        log_scale=True,
     )
     lr_scheduler: Literal["MultiStep", "StepLR"] = spec_field("MultiStep", description="Learning-rate schedule.")
     lr_steps: list[int] = spec_field(
@@ -46,13 +56,26 @@ class OptimSpec(Section):
         description="MultiStep: 0-based epochs at which the learning rate is multiplied by lr_decay.",
         depends_on="train.num_epochs",
         math_cond="< depends_on",
-        automl=False,
     )
     lr_step_size: int = spec_field(
-        1000, ge=1, le=10000, description="StepLR: epochs between decays.", automl=True, math_cond="> 0"
+        1000,
+        ge=1,
+        le=10000,
+        description="StepLR: epochs between decays.",
+        automl=True,
+        math_cond="> 0",
+        search_range=(1, 100),
+        log_scale=True,
     )
     lr_decay: float = spec_field(
-        0.1, gt=0.0, le=1.0, description="Multiplicative learning-rate decay.", automl=True, math_cond="> 0.0"
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="Multiplicative learning-rate decay.",
+        automl=True,
+        math_cond="> 0.0",
+        search_range=(0.05, 0.5),
+        log_scale=True,
     )
     warmup_steps: int = spec_field(0, ge=0, description="Linear learning-rate warm-up, in optimizer steps.")
 
@@ -66,7 +89,9 @@ class OptimSpec(Section):
 class EMASpec(Section):
     """Exponential moving average of the weights."""
 
-    decay: float = spec_field(0.999, gt=0.0, lt=1.0, description="EMA decay.", automl=True, math_cond="> 0.0")
+    decay: float = spec_field(
+        0.999, gt=0.0, lt=1.0, description="EMA decay.", automl=True, math_cond="> 0.0", search_range=(0.99, 0.9999)
+    )
     warmup_steps: int = spec_field(
         2000, ge=0, description="Decay warm-up: decay * (1 - exp(-updates / warmup_steps)); 0 disables."
     )
@@ -111,7 +136,9 @@ class TrainSpec(Section):
         automl=False,
     )
     clip_grad_norm: float = spec_field(0.1, ge=0.0, description="Gradient L2-norm clipping; 0 disables it.")
-    is_dry_run: bool = spec_field(False, description="Validate and print the spec without training (as --dry-run).")
+    is_dry_run: bool = spec_field(
+        False, description="Validate and print the spec without training (as --dry-run).", automl=False
+    )
     enable_ema: bool = spec_field(False, description="Keep an exponential moving average of the weights.")
     ema: EMASpec = spec_field(EMASpec(), description="EMA settings.", automl=False)
     optim: OptimSpec = spec_field(OptimSpec(), description="Optimizer and schedule.", automl=False)

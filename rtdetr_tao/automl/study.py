@@ -1,0 +1,244 @@
+"""The search loop: a persistent Optuna study whose trials are ``rtdetr train`` runs.
+
+The study lives in ``automl.storage`` (SQLite in ``results_dir/automl/study.db`` by default), so a
+search that stops (kill, reboot, timeout) goes on where it was when started again with the same
+spec, and several workers given one database URL share one study. A trial left RUNNING by a
+worker of this machine that no longer exists is marked failed and queued again with the same
+values (its retry records ``retry_of``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ExperimentSpec, load_spec
+from ..config.experiment import ACTION_SECTIONS, get_path
+from ..config.loader import apply_override
+from ..config.schema import action_schema
+from ..errors import RTDETRError, SpecError, require
+from ..io import atomic_write_text
+from ..outputs.status import StatusLogger
+from .space import Param, build_space, dependencies, sample_overrides
+from .trials import TrialOutcome, TrialRunner, run_trial
+
+log = logging.getLogger(__name__)
+
+
+def trial_spec(base: dict[str, Any], overrides: dict[str, Any], results_dir: str) -> dict[str, Any]:
+    """The train spec of one trial (or the best spec): ``base`` with ``overrides`` and its own results_dir."""
+    data = copy.deepcopy(base)
+    data.pop("automl", None)
+    data.get("train", {}).pop("results_dir", None)  # every trial writes under its own folder
+    data["results_dir"] = results_dir
+    for key, value in overrides.items():
+        apply_override(data, key, value, f"{key}={value!r}")
+    return data
+
+
+def base_spec(spec: ExperimentSpec) -> dict[str, Any]:
+    """What the user set (file and overrides, references resolved), as plain data; defaults stay implicit."""
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
+class Search:
+    """One worker of a study. ``runner`` runs a trial (:func:`run_trial`, or a stand-in in tests)."""
+
+    def __init__(self, spec: ExperimentSpec, out_dir: Path, status: StatusLogger, runner: TrialRunner = run_trial):
+        self.optuna = require("optuna", extra="automl", purpose="rtdetr automl")
+        self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)  # trials are logged by us, one line each
+        self.spec, self.cfg, self.out_dir, self.status, self.runner = spec, spec.automl, out_dir, status, runner
+        schema = action_schema("train")
+        for key in self.cfg.parameters or ():
+            if key.split(".")[0] not in ACTION_SECTIONS["train"]:
+                raise SpecError(
+                    f"automl.parameters: {key} is not read by rtdetr train, so searching it changes nothing; search "
+                    f"keys of {', '.join(s for s in ACTION_SECTIONS['train'] if s != 'results_dir')}"
+                )
+        self.params: list[Param] = build_space(
+            schema, self.cfg.parameters, self.cfg.ranges, lambda key: get_path(spec, key)
+        )
+        self.values = {key: get_path(spec, key) for key in dependencies(self.params)}
+        self.base = base_spec(spec)
+        if self.cfg.algorithm == "hyperband" and self.cfg.hyperband_min_epochs > spec.train.num_epochs:
+            raise SpecError(
+                f"automl.hyperband_min_epochs={self.cfg.hyperband_min_epochs} exceeds train.num_epochs="
+                f"{spec.train.num_epochs}; lower it or train longer"
+            )
+        self.study = self._open_study()
+
+    @property
+    def storage_url(self) -> str:
+        return self.cfg.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+
+    def _open_study(self) -> Any:
+        optuna = self.optuna
+        pruner = (
+            optuna.pruners.HyperbandPruner(
+                min_resource=self.cfg.hyperband_min_epochs,
+                max_resource=self.spec.train.num_epochs,
+                reduction_factor=self.cfg.hyperband_reduction_factor,
+            )
+            if self.cfg.algorithm == "hyperband"
+            else optuna.pruners.NopPruner()
+        )
+        try:
+            study = optuna.create_study(
+                storage=self.storage_url,
+                study_name=self.cfg.study_name,
+                direction=self.cfg.goal,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+        except (ImportError, ValueError) as exc:  # a bad URL, or a database driver that is not installed
+            raise SpecError(f"automl.storage: cannot open '{self.cfg.storage or self.storage_url}': {exc}") from None
+        direction = study.direction.name.lower()
+        recorded = study.user_attrs.get("metric")
+        if direction != self.cfg.goal or (recorded is not None and recorded != self.cfg.metric):
+            raise SpecError(
+                f"study '{self.cfg.study_name}' in {self.storage_url} optimises {recorded or '?'} ({direction}), "
+                f"not {self.cfg.metric} ({self.cfg.goal}); use another automl.study_name or results_dir"
+            )
+        keys = [p.key for p in self.params]
+        if recorded is None:
+            study.set_user_attr("metric", self.cfg.metric)
+            study.set_user_attr("parameters", keys)
+        elif study.user_attrs.get("parameters") != keys:
+            log.warning(
+                "the study was started with parameters %s; it now searches %s", study.user_attrs["parameters"], keys
+            )
+        seed = self.cfg.seed + len(study.trials)  # a restarted worker must not replay the same draws
+        study.sampler = (
+            optuna.samplers.RandomSampler(seed=seed)
+            if self.cfg.algorithm == "random"
+            else optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, self.cfg.num_trials // 4)))
+        )
+        self._recover(study)
+        if not study.trials and not study.user_attrs.get("enqueued"):
+            for config in self.cfg.enqueue_trials:
+                study.enqueue_trial(self._as_params(config))
+            study.set_user_attr("enqueued", True)
+        return study
+
+    def _as_params(self, config: dict[str, Any]) -> dict[str, Any]:
+        by_key = {p.key: p for p in self.params}
+        unknown = sorted(set(config) - set(by_key))
+        if unknown:
+            raise SpecError(f"automl.enqueue_trials: {', '.join(unknown)} not among the searched keys {list(by_key)}")
+        values = {**self.values, **{p.key: get_path(self.spec, p.key) for p in self.params}, **config}
+        params: dict[str, Any] = {}
+        for key, value in config.items():
+            params.update(by_key[key].as_params(value, values))
+        return params
+
+    def _recover(self, study: Any) -> None:
+        """Fail and requeue the trials this machine's dead workers left RUNNING."""
+        host = socket.gethostname()
+        states = (self.optuna.trial.TrialState.RUNNING,)
+        for trial in study.get_trials(deepcopy=False, states=states):
+            worker = trial.user_attrs.get("worker", {})
+            if worker.get("host") != host or _alive(worker.get("pid", -1)):
+                continue
+            study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            log.warning("trial %d was interrupted (worker %s is gone); it is queued again", trial.number, worker)
+
+    def counted(self) -> int:
+        """Trials that use up ``num_trials``: all but queued ones and interrupted ones that were retried."""
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+        waiting = self.optuna.trial.TrialState.WAITING
+        return sum(1 for t in trials if t.state != waiting and t.number not in retried)
+
+    def run(self) -> Any:
+        """Run trials until the study has ``num_trials`` (or ``timeout`` passes); return the study."""
+        started = time.monotonic()
+        log.info(
+            "automl: %s search of %s over %s; study '%s' in %s",
+            self.cfg.algorithm,
+            self.cfg.metric,
+            ", ".join(p.key for p in self.params),
+            self.cfg.study_name,
+            self.storage_url,
+        )
+        while self.counted() < self.cfg.num_trials:
+            if self.cfg.timeout is not None and time.monotonic() - started > self.cfg.timeout:
+                log.info("automl: timeout of %.0f s reached; no new trials from this worker", self.cfg.timeout)
+                break
+            self._one_trial()
+        return self.study
+
+    def _one_trial(self) -> None:
+        optuna = self.optuna
+        trial = self.study.ask()
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        overrides = sample_overrides(self.params, trial, self.values)
+        trial.set_user_attr("overrides", overrides)
+        trial_dir = self.out_dir / f"trial_{trial.number:03d}"
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        shown = " ".join(f"{k}={_short(v)}" for k, v in overrides.items())
+        log.info("automl: trial %d (%d/%d): %s", trial.number, self.counted(), self.cfg.num_trials, shown)
+        outcome = self._launch(trial, trial_dir, overrides)
+        trial.set_user_attr("seconds", round(outcome.seconds, 3))
+        trial.set_user_attr("epochs", outcome.epochs)
+        if outcome.error:
+            trial.set_user_attr("error", outcome.error)
+        state = optuna.trial.TrialState[outcome.state]
+        if outcome.state == "COMPLETE":
+            self.study.tell(trial, outcome.value)
+        else:
+            self.study.tell(trial, state=state)
+        result = f"{self.cfg.metric}={outcome.value:.4f}" if outcome.value is not None else "no metric"
+        detail = f": {outcome.error}" if outcome.error else ""
+        log.info("automl: trial %d %s, %s, %.0f s%s", trial.number, outcome.state, result, outcome.seconds, detail)
+        kpi = {f"best_{self.cfg.metric}": self.study.best_value} if _has_complete(self.study) else None
+        self.status.log(
+            "RUNNING",
+            f"Trial {trial.number} {outcome.state}{detail}",
+            verbosity="WARNING" if outcome.state == "FAIL" else "INFO",
+            kpi=kpi,
+            trial=trial.number,
+            trial_state=outcome.state,
+            trial_value=outcome.value,
+        )
+
+    def _launch(self, trial: Any, trial_dir: Path, overrides: dict[str, Any]) -> TrialOutcome:
+        spec_path = trial_dir / "spec.yaml"
+        atomic_write_text(spec_path, yaml.safe_dump(trial_spec(self.base, overrides, str(trial_dir)), sort_keys=False))
+        try:
+            load_spec(spec_path, action="train")
+        except RTDETRError as exc:  # the sampled values break a cross-field rule: a failed trial, not a failed search
+            return TrialOutcome("FAIL", None, 0.0, 0, str(exc))
+
+        def report(epoch: int, value: float) -> bool:
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+        return self.runner(spec_path, trial_dir, self.cfg.metric, report)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _has_complete(study: Any) -> bool:
+    return any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
