@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .data.preprocess import load_rgb, to_model_input
+from .errors import require
 from .eval.detections import ImageDetections
 from .eval.postprocess import postprocess
 
@@ -53,6 +54,17 @@ class Detections:
         colors = class_colors(sorted(set(self.names)))
         return draw_detections(_as_image(image), self.boxes, self.scores, self.names, color_map=colors,
                                outline_width=outline_width)  # fmt: skip
+
+    def to_supervision(self) -> Any:
+        """These detections as ``supervision.Detections``: ``xyxy``, ``confidence``, ``class_id`` (the dataset's
+        category ids, as RF-DETR gives them) and ``data["class_name"]``."""
+        sv = require("supervision", extra="supervision", purpose="Detections.to_supervision")
+        return sv.Detections(
+            xyxy=self.boxes.astype(np.float32).reshape(-1, 4),
+            confidence=self.scores.astype(np.float32),
+            class_id=self.category_ids.astype(np.int64),
+            data={"class_name": np.asarray(self.names, dtype=str)},
+        )
 
 
 def _as_image(image: ImageLike) -> Image.Image:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
 import os
 import signal
 import socket
@@ -359,6 +360,36 @@ def test_search_resumes_the_same_study_and_requeues_interrupted_trials(tmp_path)
         Search(_spec(tmp_path, metric="val_loss"), out, status, FakeRunner())
     with pytest.raises(SpecError, match="export.opset_version is not read by rtdetr train"):
         Search(_spec(tmp_path, parameters=["export.opset_version"]), out, status, FakeRunner())
+
+
+class SlowRunner(FakeRunner):
+    def __call__(self, spec_path: Path, trial_dir: Path, metric: str, report) -> TrialOutcome:
+        time.sleep(0.3)
+        return super().__call__(spec_path, trial_dir, metric, report)
+
+
+def _worker(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "automl"
+    Search(_spec(tmp_path, num_trials=8), out, StatusLogger(out / "status.json", enabled=False), SlowRunner()).run()
+
+
+def test_two_workers_share_one_study(tmp_path) -> None:
+    (tmp_path / "results" / "automl").mkdir(parents=True)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_worker, args=(tmp_path,)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    study = optuna.load_study(study_name="rtdetr_automl", storage=f"sqlite:///{tmp_path / 'results/automl/study.db'}")
+    trials = study.trials
+    assert 8 <= len(trials) <= 9  # two workers may both start the last trial
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    assert {t.user_attrs["worker"]["pid"] for t in trials} == {w.pid for w in workers}
+    assert sorted(p.name for p in (tmp_path / "results" / "automl").glob("trial_*")) == [
+        f"trial_{t.number:03d}" for t in trials
+    ]
 
 
 # --- a real search: trials are rtdetr train subprocesses ----------------------------------------------------------

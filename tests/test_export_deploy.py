@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from test_train import TINY_MODEL
 from rtdetr_tao.cli import main
 from rtdetr_tao.data.preprocess import load_rgb, to_model_input
 from rtdetr_tao.data.synthetic import write_split
+from rtdetr_tao.errors import DependencyError
 from rtdetr_tao.metadata import read_metadata
 from rtdetr_tao.predictor import Predictor
 
@@ -111,6 +113,22 @@ def test_raw_export_and_predictor_agree(trained) -> None:
         assert x.names[:10] == y.names[:10]
         np.testing.assert_allclose(x.boxes[:10], y.boxes[:10], atol=1e-2)
         assert set(x.category_ids.tolist()) <= {1, 3, 5, 7}
+    converted = a[0].to_supervision()
+    assert len(converted) == len(a[0]) > 0
+    np.testing.assert_array_equal(converted.xyxy, a[0].boxes.astype(np.float32))
+    np.testing.assert_array_equal(converted.confidence, a[0].scores.astype(np.float32))
+    assert converted.class_id.tolist() == a[0].category_ids.tolist()
+    assert converted.data["class_name"].tolist() == a[0].names
+    assert len(converted[converted.confidence > 0.5]) == int((a[0].scores > 0.5).sum())  # sv's own filtering works
+
+
+def test_supervision_missing_gives_the_install_hint(trained, monkeypatch) -> None:
+    detections = Predictor.from_checkpoint(trained["ckpt"], input_size=(64, 64)).predict(
+        [Image.new("RGB", (64, 64), "red")], threshold=0.0
+    )[0]
+    monkeypatch.setitem(sys.modules, "supervision", None)
+    with pytest.raises(DependencyError, match=r"pip install 'rtdetr-tao\[supervision\]'"):
+        detections.to_supervision()
 
 
 def test_evaluate_pytorch_and_deploy_onnx_agree_local_and_s3(trained, s3_server) -> None:  # noqa: F811
