@@ -358,6 +358,8 @@ def test_search_resumes_the_same_study_and_requeues_interrupted_trials(tmp_path)
     assert len(trials) == 5 and search.counted() == 4 and len(runner.calls) == 2  # the retry and one new trial
     with pytest.raises(SpecError, match="optimises val_mAP"):
         Search(_spec(tmp_path, metric="val_loss"), out, status, FakeRunner())
+    with pytest.raises(SpecError, match="automl.storage: cannot open 'sqlite:////nonexistent/dir/x.db'"):
+        Search(_spec(tmp_path, storage="sqlite:////nonexistent/dir/x.db"), out, status, FakeRunner())
     with pytest.raises(SpecError, match="export.opset_version is not read by rtdetr train"):
         Search(_spec(tmp_path, parameters=["export.opset_version"]), out, status, FakeRunner())
 

@@ -79,6 +79,8 @@ class Search:
         return self.cfg.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
 
     def _open_study(self) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
         optuna = self.optuna
         pruner = (
             optuna.pruners.HyperbandPruner(
@@ -91,13 +93,13 @@ class Search:
         )
         try:
             study = optuna.create_study(
-                storage=self.storage_url,
+                storage=self._storage(),
                 study_name=self.cfg.study_name,
                 direction=self.cfg.goal,
                 pruner=pruner,
                 load_if_exists=True,
             )
-        except (ImportError, ValueError) as exc:  # a bad URL, or a database driver that is not installed
+        except (ImportError, ValueError, SQLAlchemyError) as exc:  # a bad URL, a missing driver, no server
             raise SpecError(f"automl.storage: cannot open '{self.cfg.storage or self.storage_url}': {exc}") from None
         direction = study.direction.name.lower()
         recorded = study.user_attrs.get("metric")
@@ -126,6 +128,17 @@ class Search:
                 study.enqueue_trial(self._as_params(config))
             study.set_user_attr("enqueued", True)
         return study
+
+    def _storage(self) -> Any:
+        """The RDB storage; workers that start together race to create its tables, so a loser tries again."""
+        from sqlalchemy.exc import IntegrityError, OperationalError
+
+        for attempt in range(4):
+            try:
+                return self.optuna.storages.RDBStorage(self.storage_url)
+            except (IntegrityError, OperationalError):
+                time.sleep(0.5 * (attempt + 1))
+        return self.optuna.storages.RDBStorage(self.storage_url)  # the last try lets its error through
 
     def _as_params(self, config: dict[str, Any]) -> dict[str, Any]:
         by_key = {p.key: p for p in self.params}

@@ -390,7 +390,6 @@ class RTDETRTransformerv2(nn.Module):
             anchors, valid_mask = self.generate_anchors(spatial_shapes, device=memory.device)
         output_memory = self.enc_output(valid_mask.to(memory.dtype) * memory)
         logits = self.enc_score_head(output_memory)
-        coords_unact = self.enc_bbox_head(output_memory) + anchors
         scores = logits.squeeze(-1) if self.query_select_method == "agnostic" else logits.max(-1).values
         if scores.shape[1] < self.num_queries:
             raise ValueError(
@@ -400,7 +399,9 @@ class RTDETRTransformerv2(nn.Module):
         index = torch.topk(scores, self.num_queries, dim=-1)[1].unsqueeze(-1)
         topk_memory = output_memory.gather(1, index.expand(-1, -1, output_memory.shape[-1]))
         topk_logits = logits.gather(1, index.expand(-1, -1, logits.shape[-1]))
-        topk_coords = coords_unact.gather(1, index.expand(-1, -1, 4))
+        # the box head runs on the Q selected tokens only: the reference's result, without H*W - Q wasted rows
+        topk_anchors = anchors.expand(memory.shape[0], -1, -1).gather(1, index.expand(-1, -1, 4))
+        topk_coords = self.enc_bbox_head(topk_memory) + topk_anchors
         return topk_memory.detach(), topk_coords, topk_logits
 
     def forward(self, feats: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> dict[str, Any]:

@@ -58,8 +58,11 @@ def _fold(module: nn.Module) -> None:
 @torch.no_grad()
 def optimize_for_inference(model: RTDETR) -> RTDETR:
     """An eval-mode copy of ``model`` for inference: BatchNorm folded into the convolutions, RepVGG blocks
-    re-parameterised into single 3x3 convolutions. Outputs equal the original's (float rounding aside); the copy
-    cannot be trained, and its state dict no longer follows the reference names."""
+    re-parameterised into single 3x3 convolutions, weights and images in ``channels_last`` layout. Outputs equal
+    the original's (float rounding aside); the copy cannot be trained, and its state dict no longer follows the
+    reference names."""
     model = copy.deepcopy(model).eval()
     _fold(model)
+    model.to(memory_format=torch.channels_last)
+    model.memory_format = torch.channels_last
     return model

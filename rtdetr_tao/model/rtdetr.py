@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .backbone import PResNet
@@ -40,6 +41,9 @@ class RTDETR(nn.Module):
     Args:
         activation_checkpoint: recompute the encoder's and the decoder's transformer layers in the backward pass
             (``torch.utils.checkpoint``) to save training memory; no effect in eval mode.
+
+    ``memory_format``: the layout images are given to the backbone in; ``torch.channels_last`` (with the weights
+    converted too, as ``optimize_for_inference`` does) makes the convolutions markedly faster on CPU.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class RTDETR(nn.Module):
         super().__init__()
         self.backbone, self.encoder, self.decoder = backbone, encoder, decoder
         self.activation_checkpoint = activation_checkpoint
+        self.memory_format = torch.contiguous_format
 
     @property
     def activation_checkpoint(self) -> bool:
@@ -64,4 +69,5 @@ class RTDETR(nn.Module):
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> dict[str, Any]:
         """images [B, 3, H, W] float in [0, 1] → the output dict described in the module docstring."""
+        images = images.contiguous(memory_format=self.memory_format)
         return self.decoder(self.encoder(self.backbone(images)), targets)
