@@ -360,6 +360,9 @@ def test_search_resumes_the_same_study_and_requeues_interrupted_trials(tmp_path)
         Search(_spec(tmp_path, metric="val_loss"), out, status, FakeRunner())
     with pytest.raises(SpecError, match="automl.storage: cannot open 'sqlite:////nonexistent/dir/x.db'"):
         Search(_spec(tmp_path, storage="sqlite:////nonexistent/dir/x.db"), out, status, FakeRunner())
+    with pytest.raises(SpecError, match=r"cannot open 'postgresql://me:\*\*\*@db/x'") as error:
+        Search(_spec(tmp_path, storage="postgresql://me:s3cret@db/x"), out, status, FakeRunner())
+    assert "s3cret" not in str(error.value)
     with pytest.raises(SpecError, match="export.opset_version is not read by rtdetr train"):
         Search(_spec(tmp_path, parameters=["export.opset_version"]), out, status, FakeRunner())
 
@@ -370,15 +373,16 @@ class SlowRunner(FakeRunner):
         return super().__call__(spec_path, trial_dir, metric, report)
 
 
-def _worker(tmp_path: Path) -> None:
+def _worker(tmp_path: Path, seed: int) -> None:
     out = tmp_path / "results" / "automl"
-    Search(_spec(tmp_path, num_trials=8), out, StatusLogger(out / "status.json", enabled=False), SlowRunner()).run()
+    spec = _spec(tmp_path, num_trials=8, algorithm="random", seed=seed)
+    Search(spec, out, StatusLogger(out / "status.json", enabled=False), SlowRunner()).run()
 
 
 def test_two_workers_share_one_study(tmp_path) -> None:
     (tmp_path / "results" / "automl").mkdir(parents=True)
     context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_worker, args=(tmp_path,)) for _ in range(2)]
+    workers = [context.Process(target=_worker, args=(tmp_path, seed)) for seed in (1, 2)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -388,6 +392,7 @@ def test_two_workers_share_one_study(tmp_path) -> None:
     trials = study.trials
     assert 8 <= len(trials) <= 9  # two workers may both start the last trial
     assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    assert len({t.params["train.optim.lr"] for t in trials}) == len(trials)  # the workers drew different values
     assert {t.user_attrs["worker"]["pid"] for t in trials} == {w.pid for w in workers}
     assert sorted(p.name for p in (tmp_path / "results" / "automl").glob("trial_*")) == [
         f"trial_{t.number:03d}" for t in trials
@@ -495,3 +500,21 @@ def test_run_trial_stops_a_pruned_training_run(tmp_path, shapes, epochs) -> None
     else:
         assert outcome.state == "PRUNED" and records[-1]["status"] != "SUCCESS"
         assert max(r.get("epoch", 0) for r in records) < 29
+
+
+def test_a_second_worker_with_the_same_seed_draws_other_values(tmp_path, caplog) -> None:
+    out = tmp_path / "results" / "automl"
+    out.mkdir(parents=True)
+    status = StatusLogger(out / "status.json", enabled=False)
+    first = Search(_spec(tmp_path, algorithm="random"), out, status, FakeRunner())
+    running = first.study.ask()
+    running.suggest_float("train.optim.lr", 1e-5, 1e-3, log=True)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        running.set_user_attr("worker", {"host": socket.gethostname(), "pid": other.pid, "seed": 1})
+        second = Search(_spec(tmp_path, algorithm="random"), out, status, FakeRunner())
+        assert "uses automl.seed=1; this worker adds its pid" in caplog.text
+        assert second.study.trials[running.number].state.name == "RUNNING"  # a live worker's trial is left alone
+        caplog.clear()
+        Search(_spec(tmp_path, algorithm="random", seed=2), out, status, FakeRunner())
+        assert "adds its pid" not in caplog.text  # its own seed: nothing to change
+        other.kill()

@@ -36,7 +36,7 @@ def run(spec: ExperimentSpec, runner: TrialRunner = run_trial) -> Path | None:
             "direction": spec.automl.goal,
             "algorithm": spec.automl.algorithm,
             "study_name": spec.automl.study_name,
-            "storage": search.storage_url,
+            "storage": search.storage_shown,
             "best_trial": best.number if best else None,
             "best_value": best.value if best else None,
             "best_overrides": best.user_attrs.get("overrides") if best else None,

@@ -78,6 +78,17 @@ class Search:
     def storage_url(self) -> str:
         return self.cfg.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
 
+    @property
+    def storage_shown(self) -> str:
+        """The storage URL with any password masked, for logs, errors and results.json."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(self.storage_url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "<unparsable storage URL>"
+
     def _open_study(self) -> Any:
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -100,12 +111,13 @@ class Search:
                 load_if_exists=True,
             )
         except (ImportError, ValueError, SQLAlchemyError) as exc:  # a bad URL, a missing driver, no server
-            raise SpecError(f"automl.storage: cannot open '{self.cfg.storage or self.storage_url}': {exc}") from None
+            reason = str(exc).replace(self.storage_url, self.storage_shown).splitlines()[0]
+            raise SpecError(f"automl.storage: cannot open '{self.storage_shown}': {reason}") from None
         direction = study.direction.name.lower()
         recorded = study.user_attrs.get("metric")
         if direction != self.cfg.goal or (recorded is not None and recorded != self.cfg.metric):
             raise SpecError(
-                f"study '{self.cfg.study_name}' in {self.storage_url} optimises {recorded or '?'} ({direction}), "
+                f"study '{self.cfg.study_name}' in {self.storage_shown} optimises {recorded or '?'} ({direction}), "
                 f"not {self.cfg.metric} ({self.cfg.goal}); use another automl.study_name or results_dir"
             )
         keys = [p.key for p in self.params]
@@ -116,13 +128,20 @@ class Search:
             log.warning(
                 "the study was started with parameters %s; it now searches %s", study.user_attrs["parameters"], keys
             )
+        self._recover(study)
         seed = self.cfg.seed + len(study.trials)  # a restarted worker must not replay the same draws
+        if self._seed_in_use(study):
+            seed += os.getpid()
+            log.warning(
+                "another live worker of this study uses automl.seed=%d; this worker adds its pid to the seed so they "
+                "do not draw the same values (give each worker its own automl.seed for reproducible draws)",
+                self.cfg.seed,
+            )
         study.sampler = (
             optuna.samplers.RandomSampler(seed=seed)
             if self.cfg.algorithm == "random"
             else optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, self.cfg.num_trials // 4)))
         )
-        self._recover(study)
         if not study.trials and not study.user_attrs.get("enqueued"):
             for config in self.cfg.enqueue_trials:
                 study.enqueue_trial(self._as_params(config))
@@ -150,6 +169,16 @@ class Search:
         for key, value in config.items():
             params.update(by_key[key].as_params(value, values))
         return params
+
+    def _seed_in_use(self, study: Any) -> bool:
+        """True when a RUNNING trial of another live worker (or one on another machine) has our seed."""
+        host = socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
+            worker = trial.user_attrs.get("worker", {})
+            live = worker.get("host") != host or _alive(worker.get("pid", -1))
+            if live and worker.get("seed") == self.cfg.seed:
+                return True
+        return False
 
     def _recover(self, study: Any) -> None:
         """Fail and requeue the trials this machine's dead workers left RUNNING."""
@@ -179,7 +208,7 @@ class Search:
             self.cfg.metric,
             ", ".join(p.key for p in self.params),
             self.cfg.study_name,
-            self.storage_url,
+            self.storage_shown,
         )
         while self.counted() < self.cfg.num_trials:
             if self.cfg.timeout is not None and time.monotonic() - started > self.cfg.timeout:
@@ -191,7 +220,7 @@ class Search:
     def _one_trial(self) -> None:
         optuna = self.optuna
         trial = self.study.ask()
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "seed": self.cfg.seed})
         overrides = sample_overrides(self.params, trial, self.values)
         trial.set_user_attr("overrides", overrides)
         trial_dir = self.out_dir / f"trial_{trial.number:03d}"

@@ -59,7 +59,12 @@ class AutoMLSpec(Section):
         "at results_dir/automl/study.db.",
     )
     study_name: str = spec_field("rtdetr_automl", min_length=1, description="Study name inside the storage.")
-    seed: int = spec_field(0, ge=0, description="Sampler seed (offset by the trials already in the study).")
+    seed: int = spec_field(
+        0,
+        ge=0,
+        description="Sampler seed (offset by the trials already in the study); give each worker of a shared study its "
+        "own, e.g. automl.seed=$RANK.",
+    )
     timeout: float | None = spec_field(
         None, gt=0, description="Seconds after which this worker starts no new trial; null: no limit."
     )
