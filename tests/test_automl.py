@@ -193,7 +193,7 @@ def test_option_weights_are_honoured() -> None:
     [
         (["train.num_epochs"], {}, "automl_disabled_parameters"),
         (["train.optim.lrr"], {}, "did you mean 'train.optim.lr'"),
-        (["train.optim.lr"], {"train.optim.lr": [0.0, 0.1]}, "not inside the schema's bounds"),
+        (["train.optim.lr"], {"train.optim.lr": [0.0, 0.1]}, "not inside the schema's bounds \\(0.0, 1.0\\]"),
         (["train.optim.lr"], {"train.optim.weight_decay": [0.0, 0.1]}, "add it to automl.parameters"),
         (["train.clip_grad_norm"], {}, "give one with automl.ranges"),
         (["wandb.project"], {}, "has no search space"),

@@ -135,17 +135,14 @@ def build_space(
     """
     keys = list(schema["automl_default_parameters"] if parameters is None else parameters)
     disabled = set(schema["automl_disabled_parameters"])
+    for key in keys:
+        if key in disabled:
+            raise SpecError(f"automl.parameters: {key} is in the schema's automl_disabled_parameters: never tuned")
+    nodes = {key: _node(schema, key) for key in keys}
     for key in ranges:
         if key not in keys:
             raise SpecError(f"automl.ranges.{key}: the key is not searched; add it to automl.parameters")
-    params = []
-    for key in keys:
-        if key in disabled:
-            raise SpecError(
-                f"automl.parameters: {key} is in the schema's automl_disabled_parameters and is never tuned"
-            )
-        node = _node(schema, key)
-        params.append(_param(key, node, ranges.get(key), base_value))
+    params = [_param(key, nodes[key], ranges.get(key), base_value) for key in keys]
     return _dependencies_first(params)
 
 
@@ -216,7 +213,7 @@ def _param(key: str, node: dict[str, Any], user_range: list[float] | None, base_
             low, high = _tighten(low, high, op, float(operand), integer)
     hint = user_range if user_range is not None else node.get("automl_search_range")
     if user_range is not None and not (low <= user_range[0] and user_range[1] <= high):
-        raise SpecError(f"automl.ranges.{key}: {user_range} is not inside the schema's bounds [{low}, {high}]")
+        raise SpecError(f"automl.ranges.{key}: {user_range} is not inside the schema's bounds {_shown_bounds(node)}")
     if hint is not None:
         low, high = max(low, hint[0]), min(high, hint[1])
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -237,6 +234,13 @@ def _param(key: str, node: dict[str, Any], user_range: list[float] | None, base_
         depends_on=depends_on if strict is not None else None,
         strict=bool(strict),
     )
+
+
+def _shown_bounds(node: dict[str, Any]) -> str:
+    """The schema's interval as written, e.g. ``(0, 1]``."""
+    left = f"({node['exclusiveMinimum']}" if "exclusiveMinimum" in node else f"[{node.get('minimum', '-inf')}"
+    right = f"{node['exclusiveMaximum']})" if "exclusiveMaximum" in node else f"{node.get('maximum', 'inf')}]"
+    return f"{left}, {right}"
 
 
 def _schema_bounds(node: dict[str, Any], integer: bool) -> tuple[float, float]:
