@@ -472,6 +472,11 @@ def test_real_search_survives_a_failed_trial_and_a_kill(tmp_path, shapes) -> Non
     assert loaded.results_dir == str(tmp_path / "results") and loaded.model.hidden_dim == TINY_MODEL["hidden_dim"]
     assert loaded.dataset.batch_size == int(best["dataset.batch_size"])
     assert (out / "metric_over_trials.png").stat().st_size > 1000
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_trial"] == int(best["trial"])
+    assert results["best_train_dir"] == str(out / f"trial_{int(best['trial']):03d}" / "train")
+    assert Path(results["best_checkpoint"]).parent == Path(results["best_train_dir"])
+    assert Path(results["best_checkpoint"]).name in ("model_best.pth", "rtdetr_model_latest.pth")
 
 
 @pytest.mark.parametrize("epochs", [30, 1])

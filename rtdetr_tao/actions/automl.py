@@ -3,7 +3,8 @@
 Writes under ``results_dir/automl/``: ``study.db`` (the Optuna study, unless ``automl.storage`` names
 another database), ``trial_NNN/`` (the trial's ``spec.yaml``, ``train.log`` and ``train/`` results),
 ``results.csv`` and ``results.json`` (trial, state, metric, seconds, epochs, sampled values, error),
-``best_spec.yaml`` (the best trial's train spec, results_dir set back to the base spec's),
+``best_spec.yaml`` (the best trial's train spec, results_dir set back to the base spec's; ``results.json`` names the
+best trial's train folder and checkpoint for evaluate / export / inference),
 ``metric_over_trials.png``, ``parameter_importance.png`` and ``status.json`` (one record per trial).
 """
 
@@ -13,7 +14,7 @@ import logging
 from pathlib import Path
 
 from ..automl.report import trial_rows, write_best_spec, write_plots, write_tables
-from ..automl.study import Search, trial_spec
+from ..automl.study import Search, best_checkpoint, trial_dir, trial_spec
 from ..automl.trials import TrialRunner, run_trial
 from ..config import ExperimentSpec, load_spec
 from ..errors import TrainingError
@@ -22,8 +23,9 @@ from ..outputs.job import job_outputs
 log = logging.getLogger(__name__)
 
 
-def run(spec: ExperimentSpec, runner: TrialRunner = run_trial) -> Path | None:
-    """Run (or continue) the search; return the path of ``best_spec.yaml`` (None if no trial completed)."""
+def run(spec: ExperimentSpec, runner: TrialRunner = run_trial) -> Path:
+    """Run (or continue) the search; return the path of ``best_spec.yaml``. Raises :class:`TrainingError` (after
+    writing the results table) when no trial completed."""
     with job_outputs(spec, "automl") as job:
         search = Search(spec, job.out_dir, job.status, runner)
         study = search.run()
@@ -31,6 +33,8 @@ def run(spec: ExperimentSpec, runner: TrialRunner = run_trial) -> Path | None:
         rows = trial_rows(study)
         complete = [r for r in rows if r["state"] == "COMPLETE"]
         best = study.best_trial if complete else None
+        best_train = trial_dir(job.out_dir, best.number) / "train" if best else None
+        checkpoint = best_checkpoint(best_train) if best_train else None
         summary = {
             "metric": metric,
             "direction": spec.automl.goal,
@@ -40,6 +44,8 @@ def run(spec: ExperimentSpec, runner: TrialRunner = run_trial) -> Path | None:
             "best_trial": best.number if best else None,
             "best_value": best.value if best else None,
             "best_overrides": best.user_attrs.get("overrides") if best else None,
+            "best_train_dir": str(best_train) if best_train else None,  # for evaluate / export / inference
+            "best_checkpoint": str(checkpoint) if checkpoint else None,
         }
         write_tables(rows, job.out_dir, metric, summary)
         plots = write_plots(study, rows, job.out_dir, metric, spec.automl.goal == "maximize")
@@ -66,6 +72,7 @@ def run(spec: ExperimentSpec, runner: TrialRunner = run_trial) -> Path | None:
         )
         write_best_spec(path, trial_spec(search.base, overrides, spec.results_dir), header)
         load_spec(path, action="train")  # what we hand over must load
-        log.info("automl: best trial %d, %s=%.4f; spec in %s", best.number, metric, best.value, path)
+        weights = checkpoint or best_train
+        log.info("automl: best trial %d, %s=%.4f; spec %s, weights %s", best.number, metric, best.value, path, weights)
         job.final_fields = {"kpi": {f"best_{metric}": best.value}, "best_trial": best.number}
         return path

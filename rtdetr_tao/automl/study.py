@@ -43,6 +43,19 @@ def trial_spec(base: dict[str, Any], overrides: dict[str, Any], results_dir: str
     return data
 
 
+def trial_dir(out_dir: Path, number: int) -> Path:
+    """Where trial ``number`` runs: ``out_dir/trial_NNN``."""
+    return out_dir / f"trial_{number:03d}"
+
+
+def best_checkpoint(train_dir: Path) -> Path | None:
+    """The trial's ``model_best.pth``, else its latest checkpoint, else None."""
+    for name in ("model_best.pth", "rtdetr_model_latest.pth"):
+        if (train_dir / name).exists():
+            return train_dir / name
+    return None
+
+
 def base_spec(spec: ExperimentSpec) -> dict[str, Any]:
     """What the user set (file and overrides, references resolved), as plain data; defaults stay implicit."""
     return spec.model_dump(mode="json", exclude_unset=True)
@@ -223,11 +236,11 @@ class Search:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "seed": self.cfg.seed})
         overrides = sample_overrides(self.params, trial, self.values)
         trial.set_user_attr("overrides", overrides)
-        trial_dir = self.out_dir / f"trial_{trial.number:03d}"
-        trial_dir.mkdir(parents=True, exist_ok=True)
+        folder = trial_dir(self.out_dir, trial.number)
+        folder.mkdir(parents=True, exist_ok=True)
         shown = " ".join(f"{k}={_short(v)}" for k, v in overrides.items())
         log.info("automl: trial %d (%d/%d): %s", trial.number, self.counted(), self.cfg.num_trials, shown)
-        outcome = self._launch(trial, trial_dir, overrides)
+        outcome = self._launch(trial, folder, overrides)
         trial.set_user_attr("seconds", round(outcome.seconds, 3))
         trial.set_user_attr("epochs", outcome.epochs)
         if outcome.error:
