@@ -186,6 +186,9 @@ def test_option_weights_are_honoured() -> None:
     draws = [sample_overrides(params, study.ask(), {})["a.act"] for _ in range(400)]
     assert draws.count("z") == 0 and 0.7 < draws.count("x") / 400 < 0.9
     assert params[0].as_params("y", {}) == {"a.act:u": pytest.approx(0.9)}
+    fixed = optuna.create_study()
+    fixed.enqueue_trial({"a.act:u": 1.0})  # the top of the range never picks the option of weight 0
+    assert sample_overrides(params, fixed.ask(), {})["a.act"] == "y"
 
 
 @pytest.mark.parametrize(

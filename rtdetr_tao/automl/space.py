@@ -120,7 +120,7 @@ def _weighted_index(u: float, weights: tuple[float, ...]) -> int:
         edge += weight / total
         if u < edge:
             return index
-    return len(weights) - 1
+    return max(i for i, weight in enumerate(weights) if weight > 0)  # u == 1 (or rounding): the last possible one
 
 
 def build_space(
