@@ -402,6 +402,16 @@ def test_two_workers_share_one_study(tmp_path) -> None:
     ]
 
 
+def test_timeout_stops_starting_trials(tmp_path, caplog) -> None:
+    caplog.set_level("INFO")
+    out = tmp_path / "results" / "automl"
+    out.mkdir(parents=True)
+    search = Search(_spec(tmp_path, timeout=0.1), out, StatusLogger(out / "s.json", enabled=False), SlowRunner())
+    study = search.run()
+    assert len(study.trials) == 1 and study.trials[0].state.name == "COMPLETE"  # the running trial finishes
+    assert "timeout of 0.1 s reached" in caplog.text
+
+
 # --- a real search: trials are rtdetr train subprocesses ----------------------------------------------------------
 
 

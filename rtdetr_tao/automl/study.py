@@ -225,7 +225,7 @@ class Search:
         )
         while self.counted() < self.cfg.num_trials:
             if self.cfg.timeout is not None and time.monotonic() - started > self.cfg.timeout:
-                log.info("automl: timeout of %.0f s reached; no new trials from this worker", self.cfg.timeout)
+                log.info("automl: timeout of %g s reached; no new trials from this worker", self.cfg.timeout)
                 break
             self._one_trial()
         return self.study
