@@ -67,9 +67,10 @@ def _searchable(key: str) -> bool:
 def _fallback_range(key: str) -> dict[str, list[float]]:
     """A range for the keys the schema leaves unbounded: from the default up to three times it (or +8)."""
     node = _node(key)
-    if node.get("type") not in ("number", "integer") or ("maximum" in node or "exclusiveMaximum" in node):
+    types = {node["type"]} if isinstance(node.get("type"), str) else set(node.get("type", []))
+    if not types & {"number", "integer"} or "enum" in node or "maximum" in node or "exclusiveMaximum" in node:
         return {}
-    default = node["default"]
+    default = node["default"] if node["default"] is not None else node.get("minimum", 1)
     return {key: [default, default * 3 if default > 0 else default + 8]}
 
 
@@ -129,6 +130,22 @@ def test_default_space_is_the_schema_default_list() -> None:
     assert (lr.low, lr.high, lr.log) == (1e-5, 1e-3, True)
     assert next(p for p in params if p.key == "dataset.batch_size").kind == "pow2"
     assert set(SEARCHABLE) >= set(SCHEMA["automl_default_parameters"]) | {"train.optim.lr_steps", "model.act"}
+
+
+def test_only_keys_without_a_numeric_or_choice_type_are_left_out() -> None:
+    """Every tunable leaf of the train sections is searchable unless it is a string, list or mapping."""
+    left_out = [
+        key
+        for key in _leaves(SCHEMA)
+        if key.split(".")[0] in ACTION_SECTIONS["train"]
+        and key not in SCHEMA["automl_disabled_parameters"]
+        and key not in SEARCHABLE
+    ]
+    for key in left_out:
+        node = _node(key)
+        types = {node["type"]} if isinstance(node.get("type"), str) else set(node.get("type", ["union"]))
+        assert "enum" not in node and not types & {"number", "integer", "boolean"}, key
+    assert len(SEARCHABLE) > 60
 
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
