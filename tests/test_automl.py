@@ -454,14 +454,24 @@ def _real_spec(tmp_path: Path, shapes: dict) -> Path:
             "workers": 0,
             "augmentation": {"train_spatial_size": [64, 64], "eval_spatial_size": [64, 64], "multi_scales": [64]},
         },
-        "train": {"num_epochs": 1, "device": "cpu", "seed": 3, "optim": {"warmup_steps": 2}},
+        "train": {
+            "num_epochs": 1,
+            "device": "cpu",
+            "seed": 3,
+            "optim": {"warmup_steps": 2},
+            "checkpoint_interval": 2,
+            "checkpoint_interval_unit": "step",
+        },
         "automl": {
             "algorithm": "random",
             "num_trials": 3,
             "parameters": ["train.optim.lr", "dataset.batch_size"],
             "ranges": {"dataset.batch_size": [2, 32], "train.optim.lr": [1e-4, 1e-3]},
-            # 16 training images give no batch of 32: the first trial's training fails
-            "enqueue_trials": [{"dataset.batch_size": 32, "train.optim.lr": 2e-4}],
+            # 16 training images give no batch of 32: the first trial's training fails; the second has 8 steps
+            "enqueue_trials": [
+                {"dataset.batch_size": 32, "train.optim.lr": 2e-4},
+                {"dataset.batch_size": 2, "train.optim.lr": 3e-4},
+            ],
         },
     }
     path = tmp_path / "automl.yaml"
@@ -476,10 +486,10 @@ def test_real_search_survives_a_failed_trial_and_a_kill(tmp_path, shapes) -> Non
     with open(tmp_path / "first.log", "wb") as log:
         first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
-    while not (out / "trial_001" / "train" / "status.json").exists():  # trial 1 is training
+    while not (out / "trial_001" / "train" / "rtdetr_model_latest.pth").exists():  # trial 1 saved a checkpoint
         assert first.poll() is None, (tmp_path / "first.log").read_text()
-        assert time.monotonic() < deadline, "trial 1 did not start"
-        time.sleep(0.2)
+        assert time.monotonic() < deadline, "trial 1 wrote no checkpoint"
+        time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # the search and its trial die together
     first.wait()
 
@@ -492,6 +502,13 @@ def test_real_search_survives_a_failed_trial_and_a_kill(tmp_path, shapes) -> Non
     specs = [yaml.safe_load((out / f"trial_{i:03d}" / "spec.yaml").read_text()) for i in range(4)]
     assert specs[2]["dataset"]["batch_size"] == specs[1]["dataset"]["batch_size"]
     assert specs[2]["train"]["optim"]["lr"] == specs[1]["train"]["optim"]["lr"]
+    resumed = Path(specs[2]["train"]["resume_training_checkpoint_path"])  # the retry goes on from trial 1's checkpoint
+    assert (
+        resumed.parent == out / "trial_001" / "train"
+        and "resuming from" in (out / "trial_002" / "train.log").read_text()
+    )
+    assert "resume_training_checkpoint_path" not in specs[3]["train"]
+    assert json.loads((out / "results.json").read_text())["trials"][2]["resumed_from"] == str(resumed)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     assert complete, rows
     for row in complete:  # the metric is the one the trial's own training reported

@@ -39,6 +39,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
                 "overrides": t.user_attrs.get("overrides", {}),
                 "error": error,
                 "retry_of": t.user_attrs.get("retry_of"),
+                "resumed_from": t.user_attrs.get("resumed_from"),
             }
         )
     return rows

@@ -4,7 +4,7 @@ The study lives in ``automl.storage`` (SQLite in ``results_dir/automl/study.db``
 search that stops (kill, reboot, timeout) goes on where it was when started again with the same
 spec, and several workers given one database URL share one study. A trial left RUNNING by a
 worker of this machine that no longer exists is marked failed and queued again with the same
-values (its retry records ``retry_of``).
+values; the retry records ``retry_of`` and resumes from the interrupted run's latest checkpoint.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ class Search:
         folder.mkdir(parents=True, exist_ok=True)
         shown = " ".join(f"{k}={_short(v)}" for k, v in overrides.items())
         log.info("automl: trial %d (%d/%d): %s", trial.number, self.counted(), self.cfg.num_trials, shown)
-        outcome = self._launch(trial, folder, overrides)
+        outcome = self._launch(trial, folder, overrides, self._resume_point(trial))
         trial.set_user_attr("seconds", round(outcome.seconds, 3))
         trial.set_user_attr("epochs", outcome.epochs)
         if outcome.error:
@@ -264,9 +264,24 @@ class Search:
             trial_value=outcome.value,
         )
 
-    def _launch(self, trial: Any, trial_dir: Path, overrides: dict[str, Any]) -> TrialOutcome:
+    def _resume_point(self, trial: Any) -> Path | None:
+        """For the retry of an interrupted trial: that trial's latest checkpoint, if it wrote one."""
+        if "retry_of" not in trial.user_attrs:
+            return None
+        from ..engine.checkpoint import find_latest
+
+        latest = find_latest(trial_dir(self.out_dir, trial.user_attrs["retry_of"]) / "train")
+        if latest is not None:
+            trial.set_user_attr("resumed_from", str(latest))
+            log.info("automl: trial %d resumes trial %d from %s", trial.number, trial.user_attrs["retry_of"], latest)
+        return latest
+
+    def _launch(self, trial: Any, trial_dir: Path, overrides: dict[str, Any], resume: Path | None) -> TrialOutcome:
         spec_path = trial_dir / "spec.yaml"
-        atomic_write_text(spec_path, yaml.safe_dump(trial_spec(self.base, overrides, str(trial_dir)), sort_keys=False))
+        data = trial_spec(self.base, overrides, str(trial_dir))
+        if resume is not None:
+            data.setdefault("train", {})["resume_training_checkpoint_path"] = str(resume)
+        atomic_write_text(spec_path, yaml.safe_dump(data, sort_keys=False))
         try:
             load_spec(spec_path, action="train")
         except RTDETRError as exc:  # the sampled values break a cross-field rule: a failed trial, not a failed search
