@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from test_train import TINY_MODEL
 
 from rtdetr_tao.actions import automl as automl_action
+from rtdetr_tao.automl import study as study_module
 from rtdetr_tao.automl.space import build_space, dependencies, sample_overrides
-from rtdetr_tao.automl.study import Search
+from rtdetr_tao.automl.study import STALE_S, Search
 from rtdetr_tao.automl.trials import TrialOutcome, run_trial
 from rtdetr_tao.cli import main
 from rtdetr_tao.config import ExperimentSpec, load_spec
@@ -552,6 +553,30 @@ def test_run_trial_stops_a_pruned_training_run(tmp_path, shapes, epochs) -> None
     else:
         assert outcome.state == "PRUNED" and records[-1]["status"] != "SUCCESS"
         assert max(r.get("epoch", 0) for r in records) < 29
+
+
+def test_trials_of_other_machines_are_recovered_when_their_heartbeat_is_stale(tmp_path) -> None:
+    out = tmp_path / "results" / "automl"
+    out.mkdir(parents=True)
+    status = StatusLogger(out / "status.json", enabled=False)
+    study = Search(_spec(tmp_path, algorithm="random"), out, status, FakeRunner()).study
+    for age in (STALE_S + 60, 30):  # trial 0: silent for 11 minutes; trial 1: beat 30 s ago
+        trial = study.ask()
+        trial.suggest_float("train.optim.lr", 1e-5, 1e-3, log=True)
+        trial.set_user_attr("worker", {"host": "other-node", "pid": 1, "seed": 0})
+        trial.set_user_attr("heartbeat", time.time() - age)
+    trials = Search(_spec(tmp_path, algorithm="random"), out, status, FakeRunner()).study.trials
+    assert [t.state.name for t in trials] == ["FAIL", "RUNNING", "WAITING"] and trials[2].user_attrs["retry_of"] == 0
+
+
+def test_a_running_trial_records_heartbeats(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(study_module, "HEARTBEAT_S", 0.05)
+    out = tmp_path / "results" / "automl"
+    out.mkdir(parents=True)
+    search = Search(_spec(tmp_path, num_trials=1), out, StatusLogger(out / "s.json", enabled=False), SlowRunner())
+    started = time.time()
+    trial = search.run().trials[0]
+    assert trial.state.name == "COMPLETE" and started + 0.1 < trial.user_attrs["heartbeat"] <= time.time()
 
 
 def test_a_second_worker_with_the_same_seed_draws_other_values(tmp_path, caplog) -> None:

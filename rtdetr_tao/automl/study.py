@@ -5,6 +5,8 @@ search that stops (kill, reboot, timeout) goes on where it was when started agai
 spec, and several workers given one database URL share one study. A trial left RUNNING by a
 worker of this machine that no longer exists is marked failed and queued again with the same
 values; the retry records ``retry_of`` and resumes from the interrupted run's latest checkpoint.
+A worker is gone when its process is (same machine) or when its trial's heartbeat is older than
+``STALE_S`` (another machine; clocks are assumed to agree to within minutes).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,11 @@ from .space import Param, build_space, dependencies, sample_overrides
 from .trials import TrialOutcome, TrialRunner, run_trial
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 60.0
+"""A running trial's worker records the time this often (user attribute ``heartbeat``)."""
+STALE_S = 600.0
+"""A trial of another machine whose heartbeat is older than this is taken as interrupted."""
 
 
 def trial_spec(base: dict[str, Any], overrides: dict[str, Any], results_dir: str) -> dict[str, Any]:
@@ -185,24 +193,20 @@ class Search:
 
     def _seed_in_use(self, study: Any) -> bool:
         """True when a RUNNING trial of another live worker (or one on another machine) has our seed."""
-        host = socket.gethostname()
         for trial in study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,)):
-            worker = trial.user_attrs.get("worker", {})
-            live = worker.get("host") != host or _alive(worker.get("pid", -1))
-            if live and worker.get("seed") == self.cfg.seed:
+            if _worker_alive(trial) and trial.user_attrs.get("worker", {}).get("seed") == self.cfg.seed:
                 return True
         return False
 
     def _recover(self, study: Any) -> None:
-        """Fail and requeue the trials this machine's dead workers left RUNNING."""
-        host = socket.gethostname()
+        """Fail and requeue the trials that gone workers left RUNNING."""
         states = (self.optuna.trial.TrialState.RUNNING,)
         for trial in study.get_trials(deepcopy=False, states=states):
-            worker = trial.user_attrs.get("worker", {})
-            if worker.get("host") != host or _alive(worker.get("pid", -1)):
+            if _worker_alive(trial):
                 continue
             study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            worker = trial.user_attrs.get("worker", {})
             log.warning("trial %d was interrupted (worker %s is gone); it is queued again", trial.number, worker)
 
     def counted(self) -> int:
@@ -240,7 +244,7 @@ class Search:
         folder.mkdir(parents=True, exist_ok=True)
         shown = " ".join(f"{k}={_short(v)}" for k, v in overrides.items())
         log.info("automl: trial %d (%d/%d): %s", trial.number, self.counted(), self.cfg.num_trials, shown)
-        outcome = self._launch(trial, folder, overrides, self._resume_point(trial))
+        outcome = self._launch_with_heartbeat(trial, folder, overrides)
         trial.set_user_attr("seconds", round(outcome.seconds, 3))
         trial.set_user_attr("epochs", outcome.epochs)
         if outcome.error:
@@ -263,6 +267,28 @@ class Search:
             trial_state=outcome.state,
             trial_value=outcome.value,
         )
+
+    def _launch_with_heartbeat(self, trial: Any, folder: Path, overrides: dict[str, Any]) -> TrialOutcome:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    trial.set_user_attr("heartbeat", time.time())
+                except SQLAlchemyError as exc:  # a missed beat is no reason to stop the trial
+                    log.warning("automl: trial %d heartbeat not recorded: %s", trial.number, exc)
+                if stop.wait(HEARTBEAT_S):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"automl-heartbeat-{trial.number}", daemon=True)
+        thread.start()
+        try:
+            return self._launch(trial, folder, overrides, self._resume_point(trial))
+        finally:
+            stop.set()
+            thread.join()
 
     def _resume_point(self, trial: Any) -> Path | None:
         """For the retry of an interrupted trial: that trial's latest checkpoint, if it wrote one."""
@@ -292,6 +318,15 @@ class Search:
             return trial.should_prune()
 
         return self.runner(spec_path, trial_dir, self.cfg.metric, report)
+
+
+def _worker_alive(trial: Any) -> bool:
+    """Whether the worker running ``trial`` still exists: its process on this machine, its heartbeat elsewhere."""
+    worker = trial.user_attrs.get("worker", {})
+    if worker.get("host") == socket.gethostname():
+        return _alive(worker.get("pid", -1))
+    start = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+    return time.time() - trial.user_attrs.get("heartbeat", start) < STALE_S
 
 
 def _alive(pid: int) -> bool:
