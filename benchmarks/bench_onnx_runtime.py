@@ -33,6 +33,14 @@ def _median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def _forward(module: torch.nn.Module, images: torch.Tensor, sizes: torch.Tensor):
+    def run() -> None:
+        with torch.inference_mode():
+            module(images, sizes)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="s")
@@ -58,18 +66,11 @@ def main() -> None:
                 sizes = torch.full((batch, 2), float(args.size))
                 feeds = {"images": images.numpy(), "orig_target_sizes": sizes.numpy().astype(np.float32)}
 
-                def eager(module=module, images=images, sizes=sizes) -> None:
-                    with torch.inference_mode():
-                        module(images, sizes)
-
-                def optimized(fast=fast, images=images, sizes=sizes) -> None:
-                    with torch.inference_mode():
-                        fast(images, sizes)
-
                 def onnx(session=session, feeds=feeds) -> None:
                     session.run(None, feeds)
 
-                t_eager, t_fast = _median_time(eager, args.reps), _median_time(optimized, args.reps)
+                t_eager = _median_time(_forward(module, images, sizes), args.reps)
+                t_fast = _median_time(_forward(fast, images, sizes), args.reps)
                 t_ort = _median_time(onnx, args.reps)
                 shown = ", ".join(
                     f"{name} {t * 1e3:.0f} ms ({batch / t:.2f} img/s)"

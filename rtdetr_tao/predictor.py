@@ -104,11 +104,10 @@ class Predictor:
 
         from .config import ExperimentSpec
         from .engine.restore import load_trained_model
-        from .model.optimize import optimize_for_inference
 
         spec = spec or ExperimentSpec()
         trained = load_trained_model(str(path), spec, eval_spatial_size=input_size)
-        model = (trained.model if trained.quantized else optimize_for_inference(trained.model)).to(device)
+        model = trained.fast_model().to(device)
 
         def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             with torch.inference_mode():

@@ -27,7 +27,6 @@ from ..engine.restore import load_trained_model
 from ..engine.setup import start_job
 from ..errors import ExportError, SpecError, require
 from ..metadata import METADATA_KEY, ModelMetadata, write_sidecar
-from ..model.optimize import optimize_for_inference
 from ..model.postprocess import PostProcessor
 
 log = logging.getLogger(__name__)
@@ -133,8 +132,7 @@ def run(spec: ExperimentSpec) -> Path:
             )
         num_select = trained.model_spec.num_select
         # BN folded and RepVGG blocks re-parameterised: fewer nodes for ONNX Runtime and TensorRT
-        model = trained.model if trained.quantized else optimize_for_inference(trained.model)
-        module = ExportModule(model, None if cfg.raw_outputs else PostProcessor(num_select)).eval()
+        module = ExportModule(trained.fast_model(), None if cfg.raw_outputs else PostProcessor(num_select)).eval()
         export_onnx(module, path, size, batch=cfg.batch_size, opset=cfg.opset_version, verbose=cfg.verbose)
         if cfg.simplify:
             onnxslim = require("onnxslim", extra="onnx", purpose="export.simplify")

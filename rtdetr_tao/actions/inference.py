@@ -18,7 +18,6 @@ from ..engine.restore import load_trained_model
 from ..engine.setup import start_job
 from ..errors import SpecError
 from ..eval.postprocess import postprocess
-from ..model.optimize import optimize_for_inference
 from ..outputs.classmap import read_classmap
 from ..outputs.inference import InferenceWriter
 
@@ -43,7 +42,7 @@ def run(spec: ExperimentSpec) -> Path:
     batch = cfg.batch_size if cfg.batch_size > 0 else max(spec.dataset.batch_size, 1)
     with start_job(spec, "inference") as ctx:
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=size)
-        model = (trained.model if trained.quantized else optimize_for_inference(trained.model)).to(ctx.device)
+        model = trained.fast_model().to(ctx.device)
         cmap = trained.category_map
         names = read_classmap(source.classmap, num_classes=cmap.num_classes) if source.classmap else cmap.category_names
         writer = InferenceWriter(

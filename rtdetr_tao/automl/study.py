@@ -227,14 +227,15 @@ class Search:
             self.cfg.study_name,
             self.storage_shown,
         )
-        while self.counted() < self.cfg.num_trials:
+        while (done := self.counted()) < self.cfg.num_trials:
             if self.cfg.timeout is not None and time.monotonic() - started > self.cfg.timeout:
                 log.info("automl: timeout of %g s reached; no new trials from this worker", self.cfg.timeout)
                 break
-            self._one_trial()
+            self._one_trial(done + 1)
         return self.study
 
-    def _one_trial(self) -> None:
+    def _one_trial(self, position: int) -> None:
+        """Ask, run and tell one trial, the ``position``-th of ``num_trials``."""
         optuna = self.optuna
         trial = self.study.ask()
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "seed": self.cfg.seed})
@@ -243,7 +244,7 @@ class Search:
         folder = trial_dir(self.out_dir, trial.number)
         folder.mkdir(parents=True, exist_ok=True)
         shown = " ".join(f"{k}={_short(v)}" for k, v in overrides.items())
-        log.info("automl: trial %d (%d/%d): %s", trial.number, self.counted(), self.cfg.num_trials, shown)
+        log.info("automl: trial %d (%d/%d): %s", trial.number, position, self.cfg.num_trials, shown)
         outcome = self._launch_with_heartbeat(trial, folder, overrides)
         trial.set_user_attr("seconds", round(outcome.seconds, 3))
         trial.set_user_attr("epochs", outcome.epochs)

@@ -29,6 +29,14 @@ class TrainedModel:
     source: str
     quantized: bool = False
 
+    def fast_model(self) -> nn.Module:
+        """The model to run for inference: :func:`~rtdetr_tao.model.optimize.optimize_for_inference`'s copy (BN
+        folded, RepVGG re-parameterised, channels_last), or the model itself when quantized (its quantizers sit on
+        the unfolded layers)."""
+        from ..model.optimize import optimize_for_inference
+
+        return self.model if self.quantized else optimize_for_inference(self.model)
+
 
 def load_trained_model(
     path: str, spec: ExperimentSpec, *, eval_spatial_size: tuple[int, int] | None = None
