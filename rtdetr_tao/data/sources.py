@@ -3,13 +3,17 @@
 Torch-free (``rtdetr-deploy`` uses it). S3 goes through boto3 with the standard credential chain and endpoint
 settings (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, ...), so S3-compatible stores work too.
 Downloads land in the cache folder (``dataset.cache_dir``, else ``$RTDETR_CACHE_DIR``, else
-``~/.cache/rtdetr_tao``) under a temporary name and are renamed when complete; a cached object is reused while
-its size and ETag match the bucket's. Archives (``.tar.gz``, ``.tgz``, ``.tar``) are extracted once, safely: a
+``~/.cache/rtdetr_tao``) at ``s3/<bucket>/<key>``, under a temporary name renamed when complete; a cached object is
+reused while its size and ETag (kept in ``s3-etags/``) match the bucket's. A key must be a plain relative path that
+maps onto exactly one file inside the cache: a key that is absolute, holds a backslash, an empty, ``.`` or ``..``
+segment, or names a folder of another key is refused. An ``s3://`` prefix is mirrored: cached files whose objects
+left the bucket are removed. Archives (``.tar.gz``, ``.tgz``, ``.tar``) are extracted once, safely: a
 member with an absolute path, ``..``, a link leaving the target, or a device file rejects the archive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import DataError, require
+from ..io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +66,50 @@ def _s3_error(uri: str, exc: Exception) -> DataError:
     )
 
 
+def _cache_path(root: Path, bucket: str, key: str, uri: str) -> Path:
+    """Where the object ``key`` is cached under ``root``: refuses keys that could leave ``root`` or land on the
+    file of another key (absolute, backslash, empty / ``.`` / ``..`` segments)."""
+    parts = key.split("/")
+    base = root / "s3" / bucket
+    problem = None
+    if not key or key.startswith("/"):
+        problem = "is absolute" if key else "is empty"
+    elif "\\" in key or "\0" in key:
+        problem = "holds a backslash or NUL"
+    elif any(part in ("", ".", "..") for part in parts):
+        problem = "has an empty, '.' or '..' segment"
+    elif bucket in (".", "..") or "\\" in bucket:
+        problem = "is in a bucket with an unusable name"
+    elif not (base / Path(*parts)).resolve().is_relative_to(base.resolve()):
+        problem = "resolves outside the cache folder"
+    if problem:
+        raise DataError(
+            f"refusing S3 object {uri}: its key {key!r} {problem}, so it cannot be cached safely; "
+            "rename or remove that object"
+        )
+    return base / Path(*parts)
+
+
 def download(uri: str, cache_dir: str | None = None, client: Any = None) -> Path:
     """The local copy of the S3 object ``uri``, downloaded unless a copy with the same size and ETag is cached."""
     bucket, key = split_s3(uri)
+    root = cache_root(cache_dir)
+    target = _cache_path(root, bucket, key, uri)
     client = client or s3_client()
     try:
         head = client.head_object(Bucket=bucket, Key=key)
     except Exception as exc:
         raise _s3_error(uri, exc) from None
-    target = cache_root(cache_dir) / "s3" / bucket / Path(*PurePosixPath(key).parts)
-    stamp = target.with_name(target.name + ".etag")
+    stamp = root / "s3-etags" / hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()
     fingerprint = json.dumps({"etag": head.get("ETag"), "size": head.get("ContentLength")})
     cached = target.is_file() and stamp.is_file() and stamp.read_text() == fingerprint
     if cached and target.stat().st_size == head.get("ContentLength"):
         return target
+    if target.is_dir():
+        raise DataError(f"refusing S3 object {uri}: the cache holds a folder at {target} (another key's folder)")
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s (%d bytes)", uri, head.get("ContentLength", 0))
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     os.close(fd)
     try:
         client.download_file(bucket, key, tmp)
@@ -85,7 +117,7 @@ def download(uri: str, cache_dir: str | None = None, client: Any = None) -> Path
     except Exception as exc:
         Path(tmp).unlink(missing_ok=True)
         raise _s3_error(uri, exc) from None
-    stamp.write_text(fingerprint)
+    atomic_write_text(stamp, fingerprint)
     return target
 
 
@@ -113,6 +145,8 @@ def resolve_image_dir(uri: str, cache_dir: str | None = None) -> Path:
 
 
 def _download_prefix(uri: str, cache_dir: str | None) -> Path:
+    """Mirror the objects under the prefix ``uri`` into the cache: download new or changed ones, remove cached
+    files whose object is gone (a key that is also another key's folder is refused)."""
     bucket, prefix = split_s3(uri.rstrip("/") + "/")
     client = s3_client()
     try:
@@ -122,9 +156,26 @@ def _download_prefix(uri: str, cache_dir: str | None) -> Path:
         raise _s3_error(uri, exc) from None
     if not keys:
         raise DataError(f"no objects under {uri}")
-    for key in keys:
+    root = cache_root(cache_dir)
+    targets = {_cache_path(root, bucket, key, f"s3://{bucket}/{key}"): key for key in keys}
+    folders = {parent for target in targets for parent in target.parents}
+    for target, key in targets.items():
+        if target in folders:
+            raise DataError(
+                f"refusing S3 prefix {uri}: key {key!r} is both an object and the folder of other keys; "
+                "rename that object"
+            )
+    for target, key in targets.items():
         download(f"s3://{bucket}/{key}", cache_dir, client)
-    return cache_root(cache_dir) / "s3" / bucket / Path(*PurePosixPath(prefix).parts)
+    local = _cache_path(root, bucket, prefix.rstrip("/"), uri) if prefix.strip("/") else root / "s3" / bucket
+    for path in sorted(local.rglob("*"), reverse=True):  # children before their folders
+        if path.is_file() and path not in targets and not path.name.endswith(".part"):
+            log.info("removing %s from the cache: its object is no longer in %s", path, uri)
+            path.unlink()
+        elif path.is_dir() and path not in folders:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    return local
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
