@@ -165,7 +165,7 @@ def _download_prefix(uri: str, cache_dir: str | None) -> Path:
                 f"refusing S3 prefix {uri}: key {key!r} is both an object and the folder of other keys; "
                 "rename that object"
             )
-    for target, key in targets.items():
+    for key in targets.values():
         download(f"s3://{bucket}/{key}", cache_dir, client)
     local = _cache_path(root, bucket, prefix.rstrip("/"), uri) if prefix.strip("/") else root / "s3" / bucket
     for path in sorted(local.rglob("*"), reverse=True):  # children before their folders
