@@ -73,3 +73,47 @@ def test_s3_prefix_cache_mirrors_the_listing(s3_server, tmp_path) -> None:  # no
     assert resolve_image_dir(f"s3://{bucket}/imgs", str(tmp_path)) == folder
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [f"{i}.jpg" for i in range(2, 8)]
     assert (folder / "2.jpg").read_bytes() == b"changed"
+
+
+# --- spec bombs -----------------------------------------------------------------------------------------------------
+
+
+def _laughs(levels: int) -> str:
+    lines = ['l0: &l0 "lol"']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\ntrain:\n  callbacks: *l{levels}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_laughs(9), "expands to more than 100000 values"),
+        ('a: "' + "x" * 1000 + '"\nb: "' + "${a}" * 100 + '"\nmodel:\n  backbone: "${b}${b}"\n', "longer than 65536"),
+        ("\n".join(f"k{i}: ${{k{i + 1}}}" for i in range(40)) + "\nk40: 1\ntrain:\n  num_epochs: ${k0}\n", "nest more"),
+        ("train: " + "[" * 200 + "]" * 200 + "\n", "nest"),
+        ("a: " + "{b: " * 100 + "1" + "}" * 100 + "\n", "nest more than 64 deep"),
+    ],
+    ids=["billion-laughs", "interpolation-size", "reference-depth", "deep-flow", "deep-mapping"],
+)
+def test_spec_bombs_are_refused_quickly_in_one_line(tmp_path, text, message) -> None:
+    import time
+
+    from rtdetr_tao.config.loader import load_spec
+    from rtdetr_tao.errors import SpecError
+
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(SpecError, match=message) as error:
+        load_spec(spec)
+    assert time.perf_counter() - start < 5 and "\n" not in str(error.value)
+
+
+def test_spec_file_size_is_bounded(tmp_path) -> None:
+    from rtdetr_tao.config.loader import MAX_SPEC_BYTES, load_spec
+    from rtdetr_tao.errors import SpecError
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text("# " + "x" * MAX_SPEC_BYTES + "\n")
+    with pytest.raises(SpecError, match="a spec may hold at most"):
+        load_spec(spec)

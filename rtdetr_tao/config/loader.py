@@ -5,6 +5,11 @@ override, the dotted key, the bad value and what would be accepted.
 
 ``???`` (TAO's "you must fill this in") marks a key as missing: it takes its default, and an
 action that needs it (``REQUIRED``) refuses to run and says which key to set.
+
+Limits (a spec is a few hundred values; these only stop hostile or broken input): a spec file holds at most
+``MAX_SPEC_BYTES``; after YAML aliases and ``${...}`` references are expanded, the spec holds at most
+``MAX_SPEC_NODES`` values, no string is longer than ``MAX_STRING_CHARS`` and references nest at most
+``MAX_REFERENCE_DEPTH`` deep; sections nest at most ``MAX_NESTING`` deep.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from .experiment import ACTION_RULES, REQUIRED, ExperimentSpec, get_path
 from .fields import MISSING
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_NODES = 100_000
+MAX_STRING_CHARS = 65_536
+MAX_REFERENCE_DEPTH = 32
+MAX_NESTING = 64
 
 
 @dataclass(frozen=True)
@@ -82,11 +93,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise SpecError(f"spec path is not a file: {p}")
     try:
+        if p.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"spec file {p} is {p.stat().st_size} bytes; a spec may hold at most {MAX_SPEC_BYTES}")
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file {p}: {exc}") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError(f"{p}: invalid YAML: the values are nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -113,6 +128,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise SpecError(f"override '{item}': '{key}' is not a dotted key (e.g. train.optim.lr)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
+    except RecursionError:
+        raise SpecError(f"override '{item}': the value is nested too deeply") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"override '{item}': the value is not valid YAML: {problem}") from None
@@ -171,13 +188,17 @@ def _index(node: list[Any], part: str, item: str) -> int:
 def resolve_references(data: dict[str, Any], source: str, root: type[BaseModel] = ExperimentSpec) -> dict[str, Any]:
     """Replace ``${a.b}`` references (OmegaConf style, absolute keys only) by the values they name.
 
-    A key the spec does not set refers to its default, as in TAO's structured configs.
+    A key the spec does not set refers to its default, as in TAO's structured configs. YAML aliases and references
+    are expanded within the module's limits (a "billion laughs" spec is refused, not expanded).
     """
     defaults = _defaults(root)
+    budget = [MAX_SPEC_NODES]
 
     def lookup(dotted: str, where: str, seen: tuple[str, ...]) -> Any:
         if dotted in seen:
             raise SpecError(f"{source}: {where}: circular reference ${{{dotted}}}")
+        if len(seen) >= MAX_REFERENCE_DEPTH:
+            raise SpecError(f"{source}: {where}: references nest more than {MAX_REFERENCE_DEPTH} deep")
         for root in (data, defaults):
             node: Any = root
             for part in dotted.split("."):
@@ -192,6 +213,14 @@ def resolve_references(data: dict[str, Any], source: str, root: type[BaseModel] 
         raise SpecError(f"{source}: {where}: '${{{dotted}}}' refers to an unknown key")
 
     def resolve(node: Any, where: str, seen: tuple[str, ...]) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SpecError(
+                f"{source}: the spec expands to more than {MAX_SPEC_NODES} values (YAML aliases or ${{...}} "
+                f"references repeated); remove the repetition (near {where or 'the top'})"
+            )
+        if isinstance(node, dict | list) and where.count(".") >= MAX_NESTING:
+            raise SpecError(f"{source}: {where.split('.')[0]}: sections nest more than {MAX_NESTING} deep")
         if isinstance(node, dict):
             return {k: resolve(v, f"{where}.{k}" if where else str(k), seen) for k, v in node.items()}
         if isinstance(node, list):
@@ -200,8 +229,17 @@ def resolve_references(data: dict[str, Any], source: str, root: type[BaseModel] 
             whole = _REF.fullmatch(node)
             if whole:
                 return lookup(whole.group(1), where, seen)
-            return _REF.sub(lambda m: str(lookup(m.group(1), where, seen)), node)
-        return node
+            text = _REF.sub(lambda m: _bounded(str(lookup(m.group(1), where, seen)), where), node)
+            return _bounded(text, where)
+        return _bounded(node, where) if isinstance(node, str) else node
+
+    def _bounded(text: str, where: str) -> str:
+        if len(text) > MAX_STRING_CHARS:
+            raise SpecError(
+                f"{source}: {where}: the value is longer than {MAX_STRING_CHARS} characters after "
+                "${...} references are expanded"
+            )
+        return text
 
     return resolve(data, "", ())
 
