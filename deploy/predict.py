@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from rtdetr_tao.data.preprocess import load_rgb, to_model_input
+from rtdetr_tao.errors import DataError
 from rtdetr_tao.eval.detections import ImageDetections
 from rtdetr_tao.eval.postprocess import Letterbox, postprocess
 
@@ -85,11 +85,10 @@ def _run(
             readable.append((image_id, path))
             continue
         try:
-            with Image.open(path) as image:
-                image.verify()
+            load_rgb(path)
             readable.append((image_id, path))
-        except (OSError, SyntaxError) as exc:  # one bad file must not stop the run
-            log.warning("skipping unreadable image %s: %s", path, exc)
+        except DataError as exc:  # one bad (or too large) file must not stop the run
+            log.warning("skipping %s", exc)
     if not readable:
         return
     chunk = readable

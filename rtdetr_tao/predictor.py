@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .data.preprocess import load_rgb, to_model_input
+from .data.preprocess import load_rgb, to_model_input, to_rgb
 from .errors import require
 from .eval.detections import ImageDetections
 from .eval.postprocess import postprocess
@@ -69,7 +69,7 @@ class Detections:
 
 def _as_image(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"numpy images must be uint8 [H, W, 3] RGB, got {image.dtype} {image.shape}")

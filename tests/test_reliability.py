@@ -6,9 +6,13 @@ import json
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 from test_data import s3_server  # noqa: F401  (a real moto server on loopback)
 
+from rtdetr_tao.data.preprocess import load_rgb
 from rtdetr_tao.data.sources import resolve_image_dir
 from rtdetr_tao.errors import DataError
 
@@ -37,7 +41,10 @@ def _bucket(objects: dict[str, bytes]) -> tuple[object, str]:
     ],
 )
 def test_s3_keys_that_leave_the_cache_or_alias_another_key_are_refused(
-    s3_server, tmp_path, key, problem  # noqa: F811
+    s3_server,
+    tmp_path,
+    key,
+    problem,  # noqa: F811
 ) -> None:
     key = key.format(tag=tmp_path.name)
     _, bucket = _bucket({"imgs/a.jpg": b"a", key: b"evil"})
@@ -117,3 +124,91 @@ def test_spec_file_size_is_bounded(tmp_path) -> None:
     spec.write_text("# " + "x" * MAX_SPEC_BYTES + "\n")
     with pytest.raises(SpecError, match="a spec may hold at most"):
         load_spec(spec)
+
+
+# --- images ---------------------------------------------------------------------------------------------------------
+
+
+def _picture(size: tuple[int, int] = (48, 32)) -> np.ndarray:
+    """A uint8 [H, W, 3] picture with a gradient (every grey level distinct enough to compare scalings)."""
+    width, height = size
+    x = np.linspace(0, 255, width)[None, :, None]
+    y = np.linspace(0, 255, height)[:, None, None]
+    return np.broadcast_to(np.concatenate([x + 0 * y, y + 0 * x, (x + y) / 2], axis=2), (height, width, 3)).astype(
+        np.uint8
+    )
+
+
+def test_high_bit_depth_float_and_palette_images_are_scaled_not_clipped(tmp_path) -> None:
+    grey = np.asarray(Image.fromarray(_picture()).convert("L"), dtype=np.float64)
+    files = {
+        "16bit.png": Image.fromarray((grey * 257).astype(np.uint16)),  # I;16
+        "32bit.tif": Image.fromarray((grey * 257).astype(np.int32)),  # I
+        "float01.tif": Image.fromarray((grey / 255).astype(np.float32)),  # F in [0, 1]
+        "float255.tif": Image.fromarray(grey.astype(np.float32)),  # F in [0, 255]
+        "palette.png": Image.fromarray(grey.astype(np.uint8)).convert("P"),
+        "grey_alpha.png": Image.fromarray(grey.astype(np.uint8)).convert("LA"),
+    }
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        loaded = load_rgb(tmp_path / name)
+        assert loaded.mode == "RGB" and loaded.size == (48, 32), name
+        pixels = np.asarray(loaded, dtype=np.float64)
+        assert np.abs(pixels - grey[..., None]).max() <= 1.0, (name, Image.open(tmp_path / name).mode)
+
+
+def test_exif_orientation_puts_the_annotated_box_on_the_object(tmp_path) -> None:
+    """A phone photo stored sideways with EXIF orientation 6 ("rotate 90° clockwise to display"); Roboflow and CVAT
+    annotate the displayed image, so its COCO box must land on the object after loading."""
+    from rtdetr_tao.config.dataset import DataSource
+    from rtdetr_tao.data.categories import CategoryMap
+    from rtdetr_tao.data.coco import CocoDetection
+
+    displayed = np.full((60, 100, 3), 30, np.uint8)  # W 100, H 60
+    displayed[10:30, 60:90] = (250, 20, 20)  # the object: x 60-90, y 10-30
+    stored = Image.fromarray(displayed).transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    stored.save(tmp_path / "images" / "photo.jpg", exif=exif, quality=98)
+    assert Image.open(tmp_path / "images" / "photo.jpg").size == (60, 100)
+    coco = {
+        "images": [{"id": 1, "file_name": "photo.jpg", "width": 100, "height": 60}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [60, 10, 30, 20], "area": 600}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    source = DataSource(image_dir=str(tmp_path / "images"), json_file=str(tmp_path / "ann.json"))
+    data = CocoDetection(source, CategoryMap((1,), ("thing",)), eval_size=(60, 100))
+    image, target, _ = data[0]
+    cx, cy, w, h = (target["boxes"][0] * torch.tensor([100, 60, 100, 60])).tolist()
+    inside = image[:, int(cy - h / 2) + 2 : int(cy + h / 2) - 2, int(cx - w / 2) + 2 : int(cx + w / 2) - 2]
+    assert inside[0].mean() > 0.9 and inside[1].mean() < 0.2  # red: the object is under its box
+
+
+def test_decompression_bomb_is_a_one_line_data_error_or_a_skip(tmp_path, caplog, monkeypatch) -> None:
+    from rtdetr_tao.data import preprocess
+    from rtdetr_tao.data.preprocess import MAX_IMAGE_PIXELS
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (15000, 13000)).save(bomb)  # 195 megapixels in a few kB
+    assert MAX_IMAGE_PIXELS < 15000 * 13000
+    with pytest.raises(DataError, match=r"bomb.png has more than the limit of 100000000 pixels") as error:
+        load_rgb(bomb)
+    assert "\n" not in str(error.value)
+    small = tmp_path / "ok.png"
+    Image.fromarray(_picture()).save(small)
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 48 * 32 - 1)  # below PIL's own limit, ours decides
+    with pytest.raises(DataError, match=r"ok.png is 48x32 = 1536 pixels, more than the limit of 1535 pixels"):
+        load_rgb(small)
+    monkeypatch.undo()
+    from rtdetr_tao.config.dataset import InferSource
+    from rtdetr_tao.data.loader import build_infer_loader
+
+    loader = build_infer_loader(
+        InferSource(image_dir=[str(tmp_path)]), input_size=(32, 32), preserve_aspect_ratio=False, batch_size=2,
+        workers=0, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        paths = [meta["path"].name for _, metas in loader for meta in metas]
+    assert paths == ["ok.png"] and "bomb.png" in caplog.text

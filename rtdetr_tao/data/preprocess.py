@@ -1,14 +1,22 @@
 """Evaluation preprocessing without PyTorch, shared by ``rtdetr`` and ``rtdetr-deploy`` so that every runtime sees
 the same pixels: RGB, bilinear resize (PIL's, which torchvision's ``Resize`` also uses on PIL images) to the model
 input, or a letterbox (aspect ratio kept, zero padding right and bottom), values in [0, 1], no mean/std.
+
+Every image is read by :func:`load_rgb` (training, evaluation, inference, ``rtdetr-deploy`` and the Predictor):
+the EXIF orientation is applied (boxes from Roboflow, CVAT and most tools refer to the image as displayed), and
+images with more than ``MAX_IMAGE_PIXELS`` pixels are refused before they are decoded. :func:`to_rgb` scales
+other pixel formats to 8-bit RGB: 16/32-bit integer grey (``I;16``, ``I``) by 255/65535, float grey (``F``) taken
+as [0, 1] when its maximum is at most 1, else as [0, 255]; palette, grey, CMYK and alpha images as PIL converts
+them (alpha dropped).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from ..eval.postprocess import Letterbox
@@ -16,15 +24,43 @@ from ..eval.postprocess import Letterbox
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+MAX_IMAGE_PIXELS = 100_000_000
+"""The largest image read (width x height), e.g. 10000 x 10000; larger files are refused before decoding."""
+
+
 def load_rgb(path: str | Path) -> Image.Image:
-    """The image at ``path`` as RGB; a missing or unreadable file is a :class:`DataError` naming it."""
+    """The image at ``path`` as 8-bit RGB in its displayed (EXIF) orientation; a missing, unreadable or too large
+    file is a :class:`DataError` naming it."""
+    too_large = (
+        f"more than the limit of {MAX_IMAGE_PIXELS} pixels (rtdetr_tao.data.preprocess.MAX_IMAGE_PIXELS); downscale it"
+    )
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"image {path} is {width}x{height} = {width * height} pixels, {too_large}")
+                return to_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    except Image.DecompressionBombError:  # PIL's own limit, above ours, stops it in Image.open
+        raise DataError(f"image {path} has {too_large}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, with high-bit-depth and float grey scaled (not clipped) to [0, 255]."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
+    elif image.mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        grey = np.nan_to_num(grey, nan=0.0, posinf=0.0, neginf=0.0)
+        grey = grey * 255.0 if grey.size and grey.max() <= 1.0 else grey
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
 
 
 def list_images(folder: str | Path) -> list[Path]:
