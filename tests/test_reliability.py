@@ -212,3 +212,63 @@ def test_decompression_bomb_is_a_one_line_data_error_or_a_skip(tmp_path, caplog,
     with caplog.at_level("WARNING"):
         paths = [meta["path"].name for _, metas in loader for meta in metas]
     assert paths == ["ok.png"] and "bomb.png" in caplog.text
+
+
+# --- COCO files -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split16(tmp_path_factory):
+    from rtdetr_tao.data.synthetic import write_split
+
+    return write_split(tmp_path_factory.mktemp("coco") / "train", 16, size=(64, 48), seed=3)
+
+
+def _dataset(split, tmp_path: Path, mutate, **kwargs):
+    from rtdetr_tao.config.dataset import DataSource
+    from rtdetr_tao.data.categories import CategoryMap
+    from rtdetr_tao.data.coco import CocoDetection
+
+    data = json.loads(split.json_file.read_text())
+    mutate(data)
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(data))
+    source = DataSource(image_dir=str(split.image_dir), json_file=str(path))
+    return CocoDetection(source, CategoryMap((1, 3, 5, 7), ("a", "b", "c", "d")), eval_size=(48, 64), **kwargs)
+
+
+def _set(path: str, value):
+    def mutate(data: dict) -> None:
+        section, index, key = path.split(".")
+        if value is KeyError:
+            del data[section][int(index)][key]
+        else:
+            data[section][int(index)][key] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_set("images.5.id", 1), r"image id 1 is used twice, by 000001.jpg and 000006.jpg"),
+        (_set("annotations.7.id", 1), r"annotation id 1 is used twice, in 000001.jpg and 0000\d\d.jpg"),
+        (_set("annotations.2.bbox", KeyError), r"annotation 3 \(image \d+\) has no 'bbox'"),
+        (_set("annotations.2.bbox", [1, 2]), r"annotation 3 \(image \d+\) has bbox \[1, 2\]; it must be four finite"),
+        (_set("annotations.2.bbox", [1, 2, "NaN", 4]), r"has bbox \[1, 2, 'NaN', 4\]"),
+        (_set("annotations.2.bbox", [1, 2, float("nan"), 4]), r"has bbox \[1, 2, nan, 4\]"),
+        (_set("images.3.width", None), r"image 4 \(000004.jpg\) has no positive width and height"),
+    ],
+    ids=["dup-image", "dup-annotation", "no-bbox", "bbox-2", "bbox-NaN-string", "bbox-NaN", "no-width"],
+)
+def test_malformed_coco_files_are_one_line_errors(split16, tmp_path, mutate, message) -> None:
+    with pytest.raises(DataError, match=message) as error:
+        _dataset(split16, tmp_path, mutate)
+    assert "\n" not in str(error.value) and "annotations.json" in str(error.value)
+
+
+def test_json_size_that_disagrees_with_the_file_is_an_error(split16, tmp_path) -> None:
+    data = _dataset(split16, tmp_path, _set("images.2.width", 128))
+    assert data[1][1]["image_id"] == 2  # the others load
+    with pytest.raises(DataError, match=r"000003.jpg is 64x48 .* says 128x48"):
+        data[2]

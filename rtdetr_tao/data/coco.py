@@ -1,7 +1,11 @@
 """COCO-format detection datasets (pycocotools), with annotations cleaned as the reference does.
 
 Crowd boxes are dropped, boxes are clipped to the image, boxes without area after clipping are dropped (each
-counted, one warning per file). Images without boxes stay as negatives. A category id outside the category map
+counted, one warning per file). Images without boxes stay as negatives. The file is checked first: a duplicate
+image or annotation id, an image without id, file name or positive width/height, and an annotation whose ``bbox``
+is not four finite numbers are errors naming the ids and files. An image file whose size (after its EXIF
+orientation) differs from the ``width``/``height`` of its JSON entry is an error when the sample is read: its boxes
+would not land on the objects. A category id outside the category map
 is an error naming the annotation. Samples are addressed as ``(index, epoch, batch)`` keys, and all randomness of
 a sample is drawn from a generator seeded by ``(seed, epoch, index)``, so that the data of a step does not depend
 on worker count or on where a run was resumed.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,7 @@ class ImageRecord:
 
 def parse_annotations(coco: Any, image_dir: Path, category_map: CategoryMap, source: str) -> list[ImageRecord]:
     """Records of every image of ``coco``, sorted by id, with cleaned boxes and contiguous labels."""
+    check_coco(coco.dataset, source)
     to_label = category_map.category_to_label
     records, dropped = [], {"crowd": 0, "empty after clipping": 0}
     for image_id in sorted(coco.imgs):
@@ -75,7 +81,7 @@ def parse_annotations(coco: Any, image_dir: Path, category_map: CategoryMap, sou
                     f"which is not a class of this model (category ids {list(category_map.label_to_category)}); "
                     "fix the annotation or dataset.num_classes"
                 )
-            x, y, w, h = (float(v) for v in ann["bbox"])
+            x, y, w, h = ann["bbox"]  # four finite numbers (check_coco)
             x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
             x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
             if x2 <= x1 or y2 <= y1:
@@ -95,6 +101,63 @@ def parse_annotations(coco: Any, image_dir: Path, category_map: CategoryMap, sou
     if any(dropped.values()):
         log.warning("%s: dropped boxes: %s", source, ", ".join(f"{n} {why}" for why, n in dropped.items() if n))
     return records
+
+
+def check_coco(data: dict[str, Any], source: str) -> None:
+    """Raise a :class:`DataError` naming the ids and files when ``data`` (a COCO dict) has a duplicate image or
+    annotation id, an image without a usable id / file_name / width / height, or an annotation whose ``bbox`` is not
+    four finite numbers (pycocotools would silently keep only the last of duplicate ids)."""
+    images: dict[Any, dict[str, Any]] = {}
+    for info in data.get("images") or []:
+        if not isinstance(info, dict) or not isinstance(info.get("id"), int) or isinstance(info.get("id"), bool):
+            raise DataError(f"{source}: image entry {_short(info)} has no integer 'id'")
+        if not isinstance(info.get("file_name"), str) or not info["file_name"]:
+            raise DataError(f"{source}: image {info['id']} has no 'file_name'")
+        if not all(_is_number(info.get(k)) and info[k] > 0 for k in ("width", "height")):
+            raise DataError(
+                f"{source}: image {info['id']} ({info['file_name']}) has no positive width and height "
+                f"(got {info.get('width')!r} x {info.get('height')!r})"
+            )
+        first = images.setdefault(info["id"], info)
+        if first is not info:
+            raise DataError(
+                f"{source}: image id {info['id']} is used twice, by {first['file_name']} and {info['file_name']}; "
+                "give every image its own id"
+            )
+    seen: dict[Any, dict[str, Any]] = {}
+    for ann in data.get("annotations") or []:
+        if not isinstance(ann, dict):
+            raise DataError(f"{source}: annotation entry {_short(ann)} is not an object")
+        where = f"annotation {ann.get('id')!r} (image {ann.get('image_id')!r})"
+        first = seen.setdefault(ann.get("id"), ann)
+        if first is not ann:
+            names = [
+                images.get(a.get("image_id"), {}).get("file_name", f"image {a.get('image_id')!r}") for a in (first, ann)
+            ]
+            raise DataError(
+                f"{source}: annotation id {ann.get('id')!r} is used twice, in {names[0]} and {names[1]}; "
+                "give every annotation its own id"
+            )
+        if "bbox" not in ann:
+            raise DataError(f"{source}: {where} has no 'bbox'; give [x, y, width, height] in pixels")
+        box = ann["bbox"]
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) and math.isfinite(v) for v in box):
+            raise DataError(
+                f"{source}: {where} has bbox {_short(box)}; it must be four finite numbers [x, y, width, height]"
+            )
+
+
+def _file_of(images: dict[Any, dict[str, Any]], ann: dict[str, Any]) -> str:
+    return images.get(ann.get("image_id"), {}).get("file_name", f"image {ann.get('image_id')!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class CocoDetection(Dataset):
@@ -142,6 +205,12 @@ class CocoDetection(Dataset):
                 raise DataError(f"{error}; set dataset.skip_corrupt_images=true to skip such images") from None
             log.warning("skipping image %s: %s", record.image_id, error)
             return None
+        if image.size != record.size:
+            raise DataError(
+                f"image {record.path} is {image.size[0]}x{image.size[1]} (as displayed, EXIF orientation applied) but "
+                f"its annotation (image id {record.image_id}) says {record.size[0]}x{record.size[1]}; its boxes would "
+                "not land on the objects: fix width/height and the boxes, or the image"
+            )
         target: dict[str, Any] = {"image_id": record.image_id, "orig_size": torch.tensor(image.size)}
         boxes, labels = torch.from_numpy(record.boxes), torch.from_numpy(record.labels)
         if self.transform is not None:
