@@ -272,3 +272,28 @@ def test_json_size_that_disagrees_with_the_file_is_an_error(split16, tmp_path) -
     assert data[1][1]["image_id"] == 2  # the others load
     with pytest.raises(DataError, match=r"000003.jpg is 64x48 .* says 128x48"):
         data[2]
+
+
+# --- crashes that become one-line errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_damaged_archives_are_one_line_errors(tmp_path, damage) -> None:
+    import io
+    import tarfile
+
+    from rtdetr_tao.data.sources import extract
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        payload = np.random.default_rng(0).bytes(20000)
+        member = tarfile.TarInfo("images/a.jpg")
+        member.size = len(payload)
+        tar.addfile(member, io.BytesIO(payload))
+    whole = buffer.getvalue()
+    archive = tmp_path / "images.tar.gz"
+    archive.write_bytes({"truncated": whole[: len(whole) // 2], "garbage": b"<html>404</html>" * 50, "empty": b""}[damage])
+    with pytest.raises(DataError, match=r"cannot read archive .*images.tar.gz: .*download or create it again") as error:
+        extract(archive, str(tmp_path / "cache"))
+    assert "\n" not in str(error.value)
+    assert not list((tmp_path / "cache" / "extracted").iterdir())

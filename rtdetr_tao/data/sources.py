@@ -21,6 +21,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -220,8 +221,12 @@ def extract(archive: Path, cache_dir: str | None = None) -> Path:
                 for member in members:
                     _check_member(member, archive)
                 tar.extractall(tmp, members=members, filter="data")
-        except tarfile.TarError as exc:
-            raise DataError(f"cannot read archive {archive}: {exc}") from None
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            why = "not a .tar, .tar.gz or .tgz archive" if isinstance(exc, tarfile.ReadError) else str(exc)
+            raise DataError(
+                f"cannot read archive {archive}: {why.splitlines()[0] if why else type(exc).__name__} (truncated or "
+                "damaged?); download or create it again"
+            ) from None
         try:
             os.replace(tmp, target)
         except OSError:
