@@ -96,17 +96,18 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, *, device: str = "cpu", input_size: tuple[int, int] = (640, 640), spec: Any = None
+        cls, path: str | Path, *, device: str = "cpu", input_size: tuple[int, int] | None = None, spec: Any = None
     ) -> Predictor:
         """A PyTorch predictor from any weights file ``rtdetr`` loads (ours carry their classes; for official or
-        Hugging Face weights pass an ``ExperimentSpec`` with the model and dataset)."""
+        Hugging Face weights pass an ``ExperimentSpec`` with the model and dataset). ``input_size`` (H, W): None
+        runs the model at the size it was trained at (640 x 640 when the file does not record it)."""
         import torch
 
         from .config import ExperimentSpec
         from .engine.restore import load_trained_model
 
         spec = spec or ExperimentSpec()
-        trained = load_trained_model(str(path), spec, eval_spatial_size=input_size)
+        trained = load_trained_model(str(path), spec, eval_spatial_size=input_size, size_key="input_size")
         model = trained.fast_model().to(device)
 
         def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +117,8 @@ class Predictor:
 
         cmap = trained.category_map
         return cls(
-            run, class_names=cmap.category_names, label_to_category=cmap.label_to_category, input_size=input_size,
-            num_select=trained.model_spec.num_select,
+            run, class_names=cmap.category_names, label_to_category=cmap.label_to_category,
+            input_size=trained.input_size, num_select=trained.model_spec.num_select,
         )  # fmt: skip
 
     @classmethod

@@ -110,6 +110,25 @@ def check_parity(module: ExportModule, path: Path, size: tuple[int, int], batch:
     return worst
 
 
+def compare_sizes(trained, export_size: tuple[int, int], trained_size: tuple[int, int]) -> str:
+    """How the model fares at the export size vs its trained size on the same images (the check batch, resized):
+    the mean best score per image at each size."""
+    from ..model.build import build_model
+
+    images = torch.rand(2, 3, *trained_size, generator=torch.Generator().manual_seed(0))
+    scores = []
+    for size in (export_size, trained_size):
+        model = build_model(trained.model_spec, trained.category_map.num_classes, eval_spatial_size=size)
+        model.load_state_dict(trained.model.state_dict())
+        with torch.no_grad():
+            logits = model.eval()(nn.functional.interpolate(images, size=size, mode="bilinear"))["pred_logits"]
+        scores.append(float(logits.sigmoid().flatten(1).max(1).values.mean()))
+    return (
+        f"the model was trained at {trained_size[0]}x{trained_size[1]}: mean best score {scores[0]:.3f} at the export "
+        f"size vs {scores[1]:.3f} at the trained size"
+    )
+
+
 def run(spec: ExperimentSpec) -> Path:
     """Export ``export.checkpoint`` to ``export.onnx_file``; returns the ONNX path."""
     cfg = spec.export
@@ -117,14 +136,18 @@ def run(spec: ExperimentSpec) -> Path:
         raise SpecError(
             "export.checkpoint and export.onnx_file must be set: the model to export and the .onnx to write"
         )
-    if cfg.input_height % 32 or cfg.input_width % 32:
-        raise SpecError(f"export.input_height/input_width {cfg.input_height}x{cfg.input_width} must be multiples of 32")
-    size = (cfg.input_height, cfg.input_width)
+    explicit = bool({"input_height", "input_width"} & cfg.model_fields_set)
     device = "cpu" if cfg.on_cpu or not torch.cuda.is_available() else "cuda"
     with start_job(spec, "export", device=device) as ctx:
         path = Path(cfg.onnx_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=size)
+        trained = load_trained_model(
+            cfg.checkpoint, spec, eval_spatial_size=(cfg.input_height, cfg.input_width) if explicit else None,
+            size_key="export.input_height/input_width",
+        )  # fmt: skip
+        size = trained.input_size
+        if size[0] % 32 or size[1] % 32:
+            raise SpecError(f"export.input_height/input_width {size[0]}x{size[1]} must be multiples of 32")
         if cfg.is_quantized != trained.quantized:
             state = "is" if trained.quantized else "is not"
             raise SpecError(
@@ -157,8 +180,10 @@ def run(spec: ExperimentSpec) -> Path:
                     f"ONNX Runtime disagrees with PyTorch on {path}: max difference {worst:.3g} > {PARITY_ATOL}; "
                     "try another export.opset_version, or export.check_parity=false to keep the file anyway"
                 )
-            message += f"; ONNX Runtime vs PyTorch max difference {worst:.2e}"
+            message += f"; ONNX Runtime vs PyTorch at {size[0]}x{size[1]}: max difference {worst:.2e}"
             ctx.outputs.final_fields = {"kpi": {"onnx_max_abs_diff": worst}}
+        if not trained.quantized and trained.trained_size not in (None, size):
+            message += "; " + compare_sizes(trained, size, trained.trained_size)
         log.info(message)
         ctx.outputs.final_message = message + "."
         return path

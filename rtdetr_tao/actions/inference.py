@@ -38,10 +38,15 @@ def run(spec: ExperimentSpec) -> Path:
             spec.model_copy(update={"inference": cfg.model_copy(update={"trt_engine": cfg.checkpoint})})
         )
     aug = spec.dataset.augmentation
+    explicit = bool(cfg.input_height or cfg.input_width or "eval_spatial_size" in aug.model_fields_set)
     size = (cfg.input_height or aug.eval_spatial_size[0], cfg.input_width or aug.eval_spatial_size[1])
     batch = cfg.batch_size if cfg.batch_size > 0 else max(spec.dataset.batch_size, 1)
     with start_job(spec, "inference") as ctx:
-        trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=size)
+        trained = load_trained_model(
+            cfg.checkpoint, spec, eval_spatial_size=size if explicit else None,
+            size_key="inference.input_height/input_width (or dataset.augmentation.eval_spatial_size)",
+        )  # fmt: skip
+        size = trained.input_size
         model = trained.fast_model().to(ctx.device)
         cmap = trained.category_map
         names = read_classmap(source.classmap, num_classes=cmap.num_classes) if source.classmap else cmap.category_names
@@ -64,7 +69,7 @@ def run(spec: ExperimentSpec) -> Path:
                 letterboxes=[m["letterbox"] for m in metas] if aug.preserve_aspect_ratio else None,
             )  # fmt: skip
             for meta, detections in zip(metas, found, strict=True):
-                writer.write(meta["path"], load_rgb(meta["path"]), detections)
+                writer.write(meta["path"], load_rgb(meta["path"]), detections, meta["name"])
             count += len(metas)
         total = writer.finish(cmap.label_to_category)
         ctx.outputs.final_message = f"Inference finished: {count} images, {total} detections."

@@ -45,8 +45,12 @@ class InferenceSpec(Section):
         automl=False,
     )
     conf_threshold: float = spec_field(0.5, ge=0.0, le=1.0, description="Score cut-off for written detections.")
-    input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
-    input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
+    input_width: int | None = spec_field(
+        None, ge=32, description="Input width; null: eval_spatial_size when set, else the checkpoint's trained size."
+    )
+    input_height: int | None = spec_field(
+        None, ge=32, description="Input height; null: eval_spatial_size when set, else the checkpoint's trained size."
+    )
     outline_width: int = spec_field(3, ge=1, description="Box outline thickness in pixels.")
     is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
 
@@ -60,8 +64,12 @@ class ExportSpec(Section):
     onnx_file: str | None = spec_field(None, description="Destination .onnx path.", automl=False)
     on_cpu: bool = spec_field(False, description="Trace on the CPU even when a GPU is present.")
     input_channel: Literal[3] = spec_field(3, description="Input channels (RGB).")
-    input_width: int = spec_field(640, ge=32, description="Exported input width (multiple of 32).")
-    input_height: int = spec_field(640, ge=32, description="Exported input height (multiple of 32).")
+    input_width: int = spec_field(
+        640, ge=32, description="Exported input width (multiple of 32); unset: the checkpoint's trained width."
+    )
+    input_height: int = spec_field(
+        640, ge=32, description="Exported input height (multiple of 32); unset: the checkpoint's trained height."
+    )
     opset_version: int = spec_field(17, ge=16, le=21, description="ONNX opset (grid_sample needs 16 or newer).")
     batch_size: int = spec_field(-1, ge=-1, description="Fixed batch size; -1: dynamic batch axis.")
     verbose: bool = spec_field(False, description="Verbose exporter logging.")

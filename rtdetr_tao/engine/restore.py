@@ -28,6 +28,10 @@ class TrainedModel:
     model_spec: Any  # rtdetr_tao.config.model.ModelSpec
     source: str
     quantized: bool = False
+    input_size: tuple[int, int] = (640, 640)
+    """(H, W) the model was built for (anchors and position embeddings)."""
+    trained_size: tuple[int, int] | None = None
+    """(H, W) the checkpoint was trained and validated at (its ``dataset.augmentation.eval_spatial_size``)."""
 
     def fast_model(self) -> nn.Module:
         """The model to run for inference: :func:`~rtdetr_tao.model.optimize.optimize_for_inference`'s copy (BN
@@ -39,10 +43,18 @@ class TrainedModel:
 
 
 def load_trained_model(
-    path: str, spec: ExperimentSpec, *, eval_spatial_size: tuple[int, int] | None = None
+    path: str,
+    spec: ExperimentSpec,
+    *,
+    eval_spatial_size: tuple[int, int] | None = None,
+    size_key: str = "the input size",
 ) -> TrainedModel:
     """Rebuild the model of ``path`` (ours: with the architecture and categories stored in it; official or Hugging
-    Face weights: with ``spec.model`` and the categories of the dataset) and load its weights (EMA when present)."""
+    Face weights: with ``spec.model`` and the categories of the dataset) and load its weights (EMA when present).
+
+    ``eval_spatial_size`` (H, W): the input size asked for explicitly (by ``size_key``); None: the size the checkpoint
+    was trained at (640 x 640 for weights that do not record it). An explicit size other than the trained one is
+    logged as a warning: a DETR's accuracy drops sharply away from its training resolution."""
     from ..config.model import ModelSpec
     from ..data.categories import CategoryMap, category_map_from_sources
     from ..model.build import build_model
@@ -68,7 +80,14 @@ def load_trained_model(
     if isinstance(spec_dict, dict):  # the checkpoint's architecture, with the inference-time keys the spec sets
         chosen = {k: getattr(spec.model, k) for k in INFERENCE_KEYS & spec.model.model_fields_set}
         model_spec = ModelSpec.model_validate({**spec_dict["model"], **chosen})
-    model = build_model(model_spec, category_map.num_classes, eval_spatial_size=eval_spatial_size)
+    trained_size = _trained_size(spec_dict)
+    size = tuple(eval_spatial_size or trained_size or (640, 640))
+    if trained_size is not None and size != trained_size:
+        log.warning(
+            "%s was trained at %dx%d (HxW) but %s is %dx%d; expect fewer and worse detections, or unset %s to run "
+            "it at its trained size", path, *trained_size, size_key, *size, size_key,
+        )  # fmt: skip
+    model = build_model(model_spec, category_map.num_classes, eval_spatial_size=size)
     if raw.get("modelopt_state") is not None:  # a checkpoint of rtdetr quantize: quantizers first, then weights
         mto = require("modelopt.torch.opt", extra="quantize", purpose="loading a quantized checkpoint")
         model = mto.restore_from_modelopt_state(model, raw["modelopt_state"])
@@ -80,4 +99,13 @@ def load_trained_model(
         )
     log.info("%s", report.summary())
     quantized = raw.get("modelopt_state") is not None
-    return TrainedModel(model.eval(), category_map, model_spec, path, quantized)
+    return TrainedModel(model.eval(), category_map, model_spec, path, quantized, size, trained_size)
+
+
+def _trained_size(spec_dict: Any) -> tuple[int, int] | None:
+    """``dataset.augmentation.eval_spatial_size`` of a checkpoint's stored spec, when it records one."""
+    try:
+        height, width = spec_dict["dataset"]["augmentation"]["eval_spatial_size"]
+        return int(height), int(width)
+    except (KeyError, TypeError, ValueError):
+        return None
