@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rtdetr_tao.config import ExperimentSpec
-from rtdetr_tao.data.preprocess import list_images, load_rgb
+from rtdetr_tao.data.preprocess import load_rgb, named_images
 from rtdetr_tao.errors import SpecError
 from rtdetr_tao.outputs.classmap import read_classmap
 from rtdetr_tao.outputs.inference import InferenceWriter
@@ -40,9 +40,10 @@ def run(spec: ExperimentSpec) -> Path:
             job.out_dir, names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
             outline_width=cfg.outline_width,
         )  # fmt: skip
-        paths = [p for d in source.image_dir for p in list_images(resolve_image_dir(d, spec.dataset.cache_dir))]
+        named = named_images([resolve_image_dir(d, spec.dataset.cache_dir) for d in source.image_dir])
+        paths = [path for path, _ in named]
         for path, found, _ in detect(backend, enumerate(paths), batch, skip_unreadable=True):
-            writer.write(path, load_rgb(path), found)
+            writer.write(path, load_rgb(path), found, named[found.image_id][1])
         total = writer.finish(meta.label_to_category)
         job.final_message = f"Inference finished: {len(paths)} images, {total} detections."
         return job.out_dir

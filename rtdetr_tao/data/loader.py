@@ -20,7 +20,7 @@ from ..config.dataset import DatasetSpec, InferSource
 from ..errors import DataError, SpecError
 from .categories import CategoryMap
 from .coco import CocoDetection
-from .preprocess import list_images, load_rgb, to_model_input
+from .preprocess import load_rgb, named_images, to_model_input
 from .sources import resolve_image_dir
 from .transforms import multi_scale_resize, scale_choices
 
@@ -192,24 +192,24 @@ class _Concat(Dataset):
 
 
 class ImageFolder(Dataset):
-    """Images for inference: ``(image [3, H, W], {"path", "orig_size" (w, h), "letterbox"?})``; unreadable
-    images are logged by name and skipped."""
+    """Images for inference: ``(image [3, H, W], {"path", "name", "orig_size" (w, h), "letterbox"?})`` of
+    (path, name relative to its folder) pairs; unreadable images are logged by name and skipped."""
 
-    def __init__(self, paths: list[Path], input_size: tuple[int, int], preserve_aspect_ratio: bool) -> None:
-        self.paths, self.input_size, self.preserve_aspect_ratio = paths, input_size, preserve_aspect_ratio
+    def __init__(self, named: list[tuple[Path, str]], input_size: tuple[int, int], preserve_aspect_ratio: bool) -> None:
+        self.named, self.input_size, self.preserve_aspect_ratio = named, input_size, preserve_aspect_ratio
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.named)
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[Tensor, dict[str, Any], tuple[int, int, int]] | None:
-        path = self.paths[key[0]]
+        path, name = self.named[key[0]]
         try:
             image = load_rgb(path)
         except DataError as error:  # one bad file must not stop a folder of inference images
             log.warning("skipping %s", error)
             return None
         array, letterbox = to_model_input(image, self.input_size, self.preserve_aspect_ratio)
-        meta: dict[str, Any] = {"path": path, "orig_size": image.size, "image_id": key[0]}
+        meta: dict[str, Any] = {"path": path, "name": name, "orig_size": image.size, "image_id": key[0]}
         if letterbox is not None:
             meta["letterbox"] = letterbox
         return torch.from_numpy(array), meta, key
@@ -225,8 +225,8 @@ def build_infer_loader(
     cache_dir: str | None = None,
 ) -> EpochLoader:
     """Every image under ``source.image_dir`` (folders, archives, s3://), in order, as ``(images, metas)``."""
-    paths = [p for d in source.image_dir for p in list_images(resolve_image_dir(d, cache_dir))]
-    if not paths:
+    named = named_images([resolve_image_dir(d, cache_dir) for d in source.image_dir])
+    if not named:
         raise DataError(f"no images found in {source.image_dir}")
-    sampler = ShardedBatchSampler(len(paths), batch_size, shuffle=False)
-    return EpochLoader(ImageFolder(paths, input_size, preserve_aspect_ratio), sampler, Collate(), workers, False)
+    sampler = ShardedBatchSampler(len(named), batch_size, shuffle=False)
+    return EpochLoader(ImageFolder(named, input_size, preserve_aspect_ratio), sampler, Collate(), workers, False)

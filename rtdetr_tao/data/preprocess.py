@@ -68,6 +68,11 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def named_images(folders: list[Path]) -> list[tuple[Path, str]]:
+    """(path, path relative to its folder as POSIX) of every image under ``folders``, in order."""
+    return [(p, p.relative_to(folder).as_posix()) for folder in folders for p in list_images(folder)]
+
+
 def to_model_input(
     image: Image.Image, input_size: tuple[int, int], preserve_aspect_ratio: bool = False
 ) -> tuple[np.ndarray, Letterbox | None]:
