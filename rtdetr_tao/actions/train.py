@@ -65,13 +65,15 @@ def train(
 ) -> TrainResult:
     """The training job shared by ``train`` and ``distill`` (which brings its own loss, and ``init_model`` to
     prepare the fresh model). A loss that is an ``nn.Module`` with parameters is trained and checkpointed too."""
+    resume_path = _resume_path(spec, Path(spec.action_dir(action)))
+    resume_state = load_checkpoint(resume_path) if resume_path else None
+    if resume_state is not None:  # refused before the job starts: the old run's files stay untouched
+        _check_resumable(resume_state, spec, resume_path)
     with start_job(spec, action) as ctx:
         from ..data.loader import build_eval_loader, build_train_loader
         from ..model.build import build_criterion, build_model
-        from ..model.weights import load_weights
+        from ..model.weights import check_fit, load_weights
 
-        resume_path = _resume_path(spec, ctx.out_dir)
-        resume_state = load_checkpoint(resume_path) if resume_path else None
         category_map = ctx.category_map_for_training(resume_state)
         num_classes = spec.dataset.num_classes
 
@@ -79,6 +81,7 @@ def train(
         if spec.train.pretrained_model_path and resume_state is None:
             report = load_weights(model, spec.train.pretrained_model_path)
             log.info("pretrained weights: %s", report.summary())
+            check_fit(report, strict=spec.train.strict_load, key="train.pretrained_model_path")
         if init_model is not None and resume_state is None:
             init_model(model, ctx)
         _freeze(model, spec)
@@ -184,7 +187,6 @@ def train(
             trainer.register(hook)
 
         if resume_state is not None:
-            _check_resumable(resume_state, spec, resume_path)
             unwrap(train_model).load_state_dict(resume_state["model"])
             trainer.load_state_dict(resume_state)
             log.info(

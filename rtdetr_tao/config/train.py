@@ -135,6 +135,12 @@ class TrainSpec(Section):
         description="Weights to start from: our checkpoint, an official RT-DETRv2 release or Hugging Face.",
         automl=False,
     )
+    strict_load: bool = spec_field(
+        False,
+        description="Refuse train.pretrained_model_path when it leaves more than half of the model's (or of its "
+        "backbone's) tensors unloaded (another architecture); false: warn and train.",
+        automl=False,
+    )
     clip_grad_norm: float = spec_field(0.1, ge=0.0, description="Gradient L2-norm clipping; 0 disables it.")
     is_dry_run: bool = spec_field(
         False, description="Validate and print the spec without training (as --dry-run).", automl=False

@@ -10,6 +10,8 @@ silently reshaped.
 
 from __future__ import annotations
 
+import logging
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from torch import Tensor, nn
 from ..config.model import ModelSpec
 from ..errors import CheckpointError, require
 from ..io import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
@@ -142,14 +146,23 @@ class LoadReport:
 
 
 def load_torch_file(path: Path) -> Any:
-    """``torch.load`` restricted to tensors and plain types (``weights_only``), with a clear error otherwise."""
+    """``torch.load`` restricted to tensors and plain types (``weights_only``), with a clear error otherwise: an
+    empty, truncated or damaged file says so; a file holding other Python objects says how to re-save it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+            raise CheckpointError(
+                f"cannot read weights {path} safely ({detail}); rtdetr_tao only loads files with tensors and plain "
+                "types (torch.load weights_only=True). Re-save the state dict with torch.save(model.state_dict(), path)"
+            ) from None
+        size = path.stat().st_size if path.is_file() else 0
+        what = "is empty (0 bytes)" if size == 0 else f"is not a complete PyTorch file ({size} bytes; {detail})"
         raise CheckpointError(
-            f"cannot read weights {path} safely ({type(exc).__name__}: {str(exc).splitlines()[0]}); rtdetr_tao only "
-            "loads files with tensors and plain types (torch.load weights_only=True). Re-save the state dict with "
-            "torch.save(model.state_dict(), path)"
+            f"cannot read weights {path}: it {what}; it was probably truncated by an interrupted copy or download: "
+            "copy or download it again"
         ) from None
 
 
@@ -258,6 +271,32 @@ def load_weights(
     report.loaded = sorted(fitting)
     report.missing = sorted(set(own) - set(fitting))
     return report
+
+
+MAX_UNLOADED_SHARE = 0.5
+"""Pretrained weights that leave a larger share of the model's (or its backbone's) tensors unloaded are reported as
+belonging to another architecture."""
+
+
+def check_fit(report: LoadReport, *, strict: bool, key: str) -> None:
+    """Warn (``strict``: raise :class:`CheckpointError`) when ``report`` left more than ``MAX_UNLOADED_SHARE`` of the
+    model's or the backbone's tensors unloaded; ``key`` is the spec key that named the weights."""
+    shares = {}
+    for part, prefix in (("model", ""), ("backbone", "backbone.")):
+        total = sum(k.startswith(prefix) for k in (*report.loaded, *report.missing))
+        unloaded = sum(k.startswith(prefix) for k in report.missing)
+        shares[part] = (unloaded, total)
+    if not any(total and unloaded / total > MAX_UNLOADED_SHARE for unloaded, total in shares.values()):
+        return
+    (model_n, model_total), (bb_n, bb_total) = shares["model"], shares["backbone"]
+    message = (
+        f"{key} {report.source} leaves {model_n} of {model_total} model tensors ({bb_n} of {bb_total} backbone "
+        f"tensors) unloaded ({report.summary(limit=3)}): it seems to be another architecture; check model.backbone "
+        "and the other model.* keys"
+    )
+    if strict:
+        raise CheckpointError(message + ", or set train.strict_load=false to train with it anyway")
+    log.warning("%s, or set train.strict_load=true to make this an error", message)
 
 
 def load_backbone_weights(model: nn.Module, source: str | Path) -> LoadReport:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import SpecError
 from ..io import atomic_write_text
 from .status import StatusLogger
 
@@ -30,6 +31,11 @@ class JobOutputs:
     """Extra status.json fields of the SUCCESS entry, e.g. ``{"kpi": {"test_mAP": 0.41}}``."""
 
 
+def _file_on_the_way(path: Path) -> Path:
+    """The first of ``path`` and its parents that exists and is not a folder."""
+    return next((p for p in (*reversed(path.parents), path) if p.exists() and not p.is_dir()), path)
+
+
 @contextmanager
 def job_outputs(spec: Any, action: str, *, is_main: bool = True) -> Iterator[JobOutputs]:
     """Create ``spec.action_dir(action)``; record STARTED, then SUCCESS, or FAILURE and re-raise."""
@@ -37,7 +43,15 @@ def job_outputs(spec: Any, action: str, *, is_main: bool = True) -> Iterator[Job
     status = StatusLogger(out_dir / "status.json", enabled=is_main)
     handler: logging.Handler | None = None
     if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise SpecError(
+                f"results_dir: cannot create the folder {out_dir}: {_file_on_the_way(out_dir)} is a file, not a "
+                "folder; set results_dir to a folder"
+            ) from None
+        except OSError as exc:
+            raise SpecError(f"results_dir: cannot create the folder {out_dir}: {exc.strerror or exc}") from None
         atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         handler = logging.FileHandler(out_dir / "log.txt", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
