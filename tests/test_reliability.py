@@ -41,10 +41,10 @@ def _bucket(objects: dict[str, bytes]) -> tuple[object, str]:
     ],
 )
 def test_s3_keys_that_leave_the_cache_or_alias_another_key_are_refused(
-    s3_server,
+    s3_server,  # noqa: F811
     tmp_path,
     key,
-    problem,  # noqa: F811
+    problem,
 ) -> None:
     key = key.format(tag=tmp_path.name)
     _, bucket = _bucket({"imgs/a.jpg": b"a", key: b"evil"})
@@ -292,8 +292,186 @@ def test_damaged_archives_are_one_line_errors(tmp_path, damage) -> None:
         tar.addfile(member, io.BytesIO(payload))
     whole = buffer.getvalue()
     archive = tmp_path / "images.tar.gz"
-    archive.write_bytes({"truncated": whole[: len(whole) // 2], "garbage": b"<html>404</html>" * 50, "empty": b""}[damage])
+    archive.write_bytes(
+        {"truncated": whole[: len(whole) // 2], "garbage": b"<html>404</html>" * 50, "empty": b""}[damage]
+    )
     with pytest.raises(DataError, match=r"cannot read archive .*images.tar.gz: .*download or create it again") as error:
         extract(archive, str(tmp_path / "cache"))
     assert "\n" not in str(error.value)
     assert not list((tmp_path / "cache" / "extracted").iterdir())
+
+
+# --- a trained model: sizes, resume, weights files, results_dir, output names ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A tiny model trained for one epoch at 64 x 64 (its eval_spatial_size), and its spec."""
+    import yaml
+    from test_train import TINY_MODEL
+
+    from rtdetr_tao.cli import main
+    from rtdetr_tao.data.synthetic import write_split
+
+    root = tmp_path_factory.mktemp("trained")
+    split = write_split(root / "train", 8, size=(64, 64), seed=0)
+    source = {"image_dir": str(split.image_dir), "json_file": str(split.json_file)}
+    spec = {
+        "results_dir": str(root / "results"),
+        "model": TINY_MODEL,
+        "dataset": {
+            "train_data_sources": [source], "num_classes": 4, "batch_size": 4, "workers": 0,
+            "cache_dir": str(root / "cache"),
+            "augmentation": {"train_spatial_size": [64, 64], "eval_spatial_size": [64, 64], "multi_scales": []},
+        },
+        "train": {"num_epochs": 1, "device": "cpu", "seed": 0, "validation_interval": 1},
+    }  # fmt: skip
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["train", "-e", str(path)]) == 0
+    ckpt = next((root / "results" / "train").glob("model_epoch_*.pth"))
+    return {"spec": path, "root": root, "ckpt": ckpt, "split": split}
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    from rtdetr_tao.cli import main
+
+    code = main(list(argv))
+    return code, capsys.readouterr().err.strip()
+
+
+def test_predictor_export_and_inference_default_to_the_trained_size(trained, tmp_path, caplog, capsys) -> None:
+    import yaml
+
+    from rtdetr_tao.metadata import read_metadata
+    from rtdetr_tao.predictor import Predictor
+
+    with caplog.at_level("WARNING"):
+        assert Predictor.from_checkpoint(trained["ckpt"]).input_size == (64, 64)
+        assert "was trained at" not in caplog.text
+        assert Predictor.from_checkpoint(trained["ckpt"], input_size=(96, 96)).input_size == (96, 96)
+        assert "was trained at 64x64 (HxW) but input_size is 96x96" in caplog.text
+    caplog.clear()
+    bare = tmp_path / "bare.yaml"  # no sizes anywhere: everything comes from the checkpoint
+    bare.write_text(
+        yaml.safe_dump(
+            {
+                "results_dir": str(tmp_path / "r"),
+                "inference": {"checkpoint": str(trained["ckpt"])},
+                "dataset": {"workers": 0},
+            }
+        )
+    )
+    onnx_file = tmp_path / "m.onnx"
+    base = ["export", "-e", str(bare), f"export.checkpoint={trained['ckpt']}", f"export.onnx_file={onnx_file}"]
+    with caplog.at_level("WARNING"):
+        assert _cli(capsys, *base)[0] == 0
+    assert read_metadata(onnx_file).input_size == (64, 64) and "was trained at" not in caplog.text
+    with caplog.at_level("WARNING"):
+        assert _cli(capsys, *base, "export.input_height=96", "export.input_width=96")[0] == 0
+    assert read_metadata(onnx_file).input_size == (96, 96)
+    assert "but export.input_height/input_width is 96x96" in caplog.text
+    status = (tmp_path / "r" / "export" / "status.json").read_text().splitlines()[-1]
+    assert "at the export size vs" in status and "at the trained size" in status
+    caplog.clear()
+    images = f"dataset.infer_data_sources.image_dir=[{trained['split'].image_dir}]"
+    with caplog.at_level("WARNING"):
+        assert _cli(capsys, "inference", "-e", str(bare), images)[0] == 0
+        assert "was trained at" not in caplog.text
+        assert _cli(capsys, "inference", "-e", str(bare), images, "inference.input_height=96")[0] == 0
+        assert "was trained at 64x64" in caplog.text
+
+
+def test_sixteen_bit_copy_gives_the_same_detections(trained, tmp_path) -> None:
+    from rtdetr_tao.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(trained["ckpt"])
+    grey = Image.open(next(trained["split"].image_dir.glob("*.jpg"))).convert("L")
+    grey.save(tmp_path / "8.png")
+    Image.fromarray(np.asarray(grey).astype(np.uint16) * 257).save(tmp_path / "16.png")
+    assert Image.open(tmp_path / "16.png").mode == "I;16"
+    eight, sixteen, white = predictor.predict_raw(
+        [tmp_path / "8.png", tmp_path / "16.png", Image.new("L", grey.size, 255)]
+    )
+    assert np.abs(white.boxes - eight.boxes).max() > 0.1  # the model does look at the pixels (clipping shows)
+    np.testing.assert_allclose(sixteen.boxes, eight.boxes, atol=1e-3)
+    np.testing.assert_allclose(sixteen.scores, eight.scores, atol=1e-5)
+    from_pil = predictor.predict_raw([Image.open(tmp_path / "16.png")])[0]
+    np.testing.assert_allclose(from_pil.boxes, eight.boxes, atol=1e-3)
+
+
+def test_inference_outputs_keep_relative_paths(trained, tmp_path, capsys) -> None:
+    import yaml
+
+    folder = tmp_path / "images"
+    first = sorted(trained["split"].image_dir.glob("*.jpg"))
+    for rel, src in (("s1/x.jpg", first[0]), ("s2/x.jpg", first[1]), ("s1/x.png", first[2])):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(src).save(folder / rel)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "results_dir": str(tmp_path / "r"),
+        "inference": {"checkpoint": str(trained["ckpt"]), "conf_threshold": 0.0},
+        "dataset": {"infer_data_sources": {"image_dir": [str(folder)]}, "workers": 0},
+    }))  # fmt: skip
+    assert _cli(capsys, "inference", "-e", str(spec))[0] == 0
+    out = tmp_path / "r" / "inference"
+    annotated = sorted(p.relative_to(out / "images_annotated").as_posix() for p in out.rglob("*.jpg"))
+    assert annotated == ["s1/x.jpg", "s1/x_png.jpg", "s2/x.jpg"]
+    labels = sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.txt"))
+    assert labels == ["s1/x.txt", "s1/x_png.txt", "s2/x.txt"]
+    results = json.loads((out / "results.json").read_text())
+    assert {r["file_name"] for r in results} == {"s1/x.jpg", "s1/x.png", "s2/x.jpg"}
+    by_id = {r["image_id"]: r["file_name"] for r in results}
+    assert len(set(by_id.values())) == len(by_id) == 3
+
+
+def test_refused_resume_leaves_the_old_run_untouched(trained, capsys) -> None:
+    run = trained["root"] / "results" / "train"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, err = _cli(capsys, "train", "-e", str(trained["spec"]), "model.num_queries=30", "model.num_select=30")
+    assert code == 2 and "cannot resume from" in err and "model.num_queries" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_damaged_weights_file_is_one_line_with_the_right_advice(trained, tmp_path, capsys, damage) -> None:
+    whole = trained["ckpt"].read_bytes()
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"" if damage == "empty" else whole[: len(whole) // 3])
+    code, err = _cli(capsys, "inference", "-e", str(trained["spec"]), f"inference.checkpoint={bad}",
+                     f"dataset.infer_data_sources.image_dir=[{trained['split'].image_dir}]")  # fmt: skip
+    assert code == 2 and "\n" not in err and "bad.pth" in err and "copy or download it again" in err
+    assert ("is empty (0 bytes)" in err) == (damage == "empty") and "Re-save" not in err
+
+
+def test_results_dir_that_is_a_file_is_one_line(trained, tmp_path, capsys) -> None:
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    code, err = _cli(capsys, "train", "-e", str(trained["spec"]), f"results_dir={blocker}")
+    assert code == 2 and "\n" not in err and f"{blocker} is a file, not a folder" in err
+
+
+def test_pretrained_weights_of_another_architecture_warn_or_fail_with_strict_load(trained, tmp_path, capsys, caplog):
+    from test_train import TINY_MODEL
+
+    from rtdetr_tao.config.model import ModelSpec
+    from rtdetr_tao.model.build import build_model
+
+    wider = {"backbone": "resnet_50", "hidden_dim": 64, "enc_hidden_dim": 64, "feat_channels": [64, 64, 64]}
+    other = build_model(ModelSpec.model_validate(TINY_MODEL | wider), 4)
+    weights = tmp_path / "other.pth"
+    torch.save(other.state_dict(), weights)
+    args = [
+        "train",
+        "-e",
+        str(trained["spec"]),
+        f"results_dir={tmp_path / 'r'}",
+        f"train.pretrained_model_path={weights}",
+    ]
+    code, err = _cli(capsys, *args, "train.strict_load=true")
+    assert code == 2 and "\n" not in err and "seems to be another architecture" in err and "backbone tensors" in err
+    assert not (tmp_path / "r" / "train" / "model_epoch_000.pth").exists()
+    with caplog.at_level("WARNING"):
+        assert _cli(capsys, *args, "train.num_epochs=1")[0] == 0
+    assert "seems to be another architecture" in caplog.text and "train.strict_load=true" in caplog.text
