@@ -9,9 +9,13 @@ from __future__ import annotations
 
 
 class RTDETRError(Exception):
-    """Base class: a problem the user can fix. The message is the whole story, on one line."""
+    """Base class: a problem the user can fix. The message is the whole story, on one line (line breaks that
+    come from user input, such as an override or a key holding a newline, are shown escaped)."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
 
 
 class SpecError(RTDETRError):

@@ -180,10 +180,11 @@ class ModelSpec(Section):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in PRESETS:
             data = {**PRESETS[data["preset"]], **data}
         if isinstance(data, dict) and "backbone_names" in data and isinstance(data["backbone_names"], list):
-            data = {**data, "backbone_names": [TAO_BACKBONE_ALIASES.get(n, n) for n in data["backbone_names"]]}
+            names = [TAO_BACKBONE_ALIASES.get(n, n) if isinstance(n, str) else n for n in data["backbone_names"]]
+            data = {**data, "backbone_names": names}
         return data
 
     @model_validator(mode="after")
