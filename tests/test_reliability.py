@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -328,7 +329,13 @@ def trained(tmp_path_factory) -> dict:
     }  # fmt: skip
     path = root / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    assert main(["train", "-e", str(path)]) == 0
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.INFO)  # log.txt gets the INFO messages the epoch-numbering test reads
+    try:
+        assert main(["train", "-e", str(path)]) == 0
+    finally:
+        root_logger.setLevel(level)
     ckpt = next((root / "results" / "train").glob("model_epoch_*.pth"))
     return {"spec": path, "root": root, "ckpt": ckpt, "split": split}
 
@@ -475,3 +482,15 @@ def test_pretrained_weights_of_another_architecture_warn_or_fail_with_strict_loa
     with caplog.at_level("WARNING"):
         assert _cli(capsys, *args, "train.num_epochs=1")[0] == 0
     assert "seems to be another architecture" in caplog.text and "train.strict_load=true" in caplog.text
+
+
+def test_epoch_numbering_is_one_convention(trained) -> None:
+    """Messages count epochs from 1 of N (as the progress output); files and status.json fields keep TAO's 0-based
+    index, and a message about a checkpoint names its file."""
+    run = trained["root"] / "results" / "train"
+    text = (run / "log.txt").read_text()
+    assert "epoch 1/1: saved checkpoint" in text and "model_epoch_000.pth" in text
+    assert "epoch 0" not in text.replace("model_epoch_0", "")
+    records = [json.loads(line) for line in (run / "status.json").read_text().splitlines()]
+    epoch_records = [r for r in records if r.get("epoch") is not None]
+    assert [(r["epoch"], r["message"]) for r in epoch_records] == [(0, "Epoch 1/1 finished.")]

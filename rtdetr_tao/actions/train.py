@@ -31,7 +31,7 @@ from ..engine.hooks import (
 from ..engine.optim import LRSchedule, build_optimizer, freeze_modules, param_groups
 from ..engine.predict import gather_predictions, predict
 from ..engine.setup import JobContext, start_job
-from ..engine.trainer import Hook, LossFn, Trainer
+from ..engine.trainer import Hook, LossFn, Trainer, epoch_text
 from ..errors import CheckpointError, SpecError
 from ..eval.coco import evaluate_coco
 from ..model.criterion import to_float
@@ -190,8 +190,9 @@ def train(
             unwrap(train_model).load_state_dict(resume_state["model"])
             trainer.load_state_dict(resume_state)
             log.info(
-                "resuming from %s at epoch %d, step %d", resume_path, trainer.state.epoch, trainer.state.global_step
-            )
+                "resuming from %s at %s, step %d", resume_path,
+                epoch_text(trainer.state.epoch, spec.train.num_epochs), trainer.state.global_step,
+            )  # fmt: skip
         state = trainer.train()
         params = dict(unwrap(train_model).named_parameters())  # BN statistics stay rank-local after the last step
         log.info("rank %d: final parameters %s", ctx.rank, state_digest(params))

@@ -14,7 +14,7 @@ from typing import Any
 from ..outputs.status import StatusLogger
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .ema import unwrap
-from .trainer import Hook
+from .trainer import Hook, epoch_text
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class CheckpointHook(Hook):
             )
         point_latest(self.directory, path)
         self.saved_step = trainer.state.global_step
-        log.info("saved checkpoint %s", path)
+        log.info("%s: saved checkpoint %s", epoch_text(trainer.state.epoch, trainer.num_epochs), path)
         return path
 
 
@@ -79,7 +79,8 @@ class EvalHook(Hook):
             return
         model = self.trainer.eval_model if self.use_ema else unwrap(self.trainer.model)
         state.metrics = self.evaluate(model)
-        log.info("epoch %d validation: %s", state.epoch, ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items()))
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items())
+        log.info("%s validation: %s", epoch_text(state.epoch, self.trainer.num_epochs), metrics)
 
 
 class BestCheckpointHook(Hook):
@@ -114,7 +115,8 @@ class BestCheckpointHook(Hook):
                     **self.extra,
                 },
             )
-            log.info("new best %s %.4f at epoch %d: saved %s", self.monitor, value, state.epoch, BEST)
+            when = epoch_text(state.epoch, self.trainer.num_epochs)
+            log.info("new best %s %.4f at %s: saved %s", self.monitor, value, when, BEST)
             return
         self.bad_rounds += 1
         if self.patience is not None and self.bad_rounds >= self.patience:
@@ -229,7 +231,7 @@ class StatusHook(Hook):
         elapsed = time.time() - state.epoch_start_time
         self.status.log(
             "RUNNING",
-            f"Epoch {state.epoch} finished.",
+            f"{epoch_text(state.epoch, self.trainer.num_epochs).capitalize()} finished.",
             epoch=state.epoch,
             max_epoch=self.trainer.num_epochs,
             step=state.global_step,

@@ -8,6 +8,10 @@ after_epoch / after_train / on_failure``.
 Reproducibility: the random state at every optimizer step is seeded from (seed, rank, global step),
 and the data loader's order and augmentation are functions of (seed, epoch, batch index), so a run
 resumed from a checkpoint — even one written mid-epoch — continues exactly as the uninterrupted run.
+
+Epoch numbering: ``state.epoch`` is 0-based, and so are the files and records others read (TAO's
+``model_epoch_000.pth`` is the first epoch; status.json ``epoch``). Log and status messages count as people do,
+``epoch 1/20`` .. ``epoch 20/20`` (:func:`epoch_text`); a message about a checkpoint names its file.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from .ema import ModelEMA
 from .optim import LRSchedule
 
 log = logging.getLogger(__name__)
+
+
+def epoch_text(epoch: int, num_epochs: int) -> str:
+    """The 0-based ``epoch`` as logs show it: ``epoch 1/20`` for the first of 20."""
+    return f"epoch {epoch + 1}/{num_epochs}"
+
 
 Autocast = Callable[[], AbstractContextManager[Any]]
 LossFn = Callable[[nn.Module, torch.Tensor, list[dict[str, torch.Tensor]], Autocast], dict[str, torch.Tensor]]
@@ -196,7 +206,7 @@ class Trainer:
         total = sum(losses.values())
         if not torch.isfinite(total):
             raise TrainingError(
-                f"loss is {total.item()} at epoch {state.epoch}, step {state.global_step} "
+                f"loss is {total.item()} at {epoch_text(state.epoch, self.num_epochs)}, step {state.global_step} "
                 f"({ {k: round(float(v.detach()), 4) for k, v in losses.items()} }); lower train.optim.lr or enable "
                 "train.clip_grad_norm"
             )
