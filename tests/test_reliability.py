@@ -494,3 +494,57 @@ def test_epoch_numbering_is_one_convention(trained) -> None:
     records = [json.loads(line) for line in (run / "status.json").read_text().splitlines()]
     epoch_records = [r for r in records if r.get("epoch") is not None]
     assert [(r["epoch"], r["message"]) for r in epoch_records] == [(0, "Epoch 1/1 finished.")]
+
+
+# --- quick start: interrupted and resumed = uninterrupted, bit for bit ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_quickstart_like_run_interrupted_by_sigint_and_resumed_is_bit_exact(tmp_path, repo_root) -> None:
+    """The quick-start spec (model, augmentation, multi-scale, EMA, validation, best model, LR steps), scaled down to
+    minutes: stopped with SIGINT in epoch 4, resumed, and compared with an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rtdetr_tao.data.synthetic import write_split
+
+    data = tmp_path / "data" / "shapes"
+    write_split(data / "train", 48, size=(160, 160), seed=0)
+    write_split(data / "val", 12, size=(160, 160), seed=1)
+    overrides = [
+        "train.num_epochs=6", "train.checkpoint_interval=2", "train.validation_interval=2", "train.optim.lr_steps=[4]",
+        "train.optim.warmup_steps=10", "train.ema.warmup_steps=20", "train.enable_ema=true", "train.device=cpu",
+    ]  # fmt: skip
+
+    def train(name: str) -> subprocess.Popen:
+        args = ["train", "-e", str(repo_root / "spec_templates" / "quickstart.yaml"), f"results_dir={tmp_path / name}"]
+        return subprocess.Popen(
+            [sys.executable, "-m", "rtdetr_tao.cli", *args, *overrides], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        )
+
+    assert train("full").wait(timeout=1800) == 0
+    out = tmp_path / "interrupted" / "train"
+    process = train("interrupted")
+    deadline = time.time() + 1800
+    while not (out / "model_epoch_003.pth").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be interrupted"
+        time.sleep(0.05)
+    time.sleep(1.0)  # into epoch 4 (0-based), which the resumed run redoes
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=600) == 130
+    assert not (out / "model_epoch_005.pth").exists()
+    resumed = train("interrupted")
+    assert resumed.wait(timeout=1800) == 0, resumed.stderr.read()
+    assert "resuming from" in (out / "log.txt").read_text()
+
+    full = tmp_path / "full" / "train"
+    for name in ("model_epoch_005.pth", "model_epoch_005-EMA.pth", "model_best.pth"):
+        a, b = (torch.load(d / name, weights_only=True)["model"] for d in (full, out))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+    def kpis(run: Path) -> list:
+        return [r["kpi"] for r in map(json.loads, (run / "status.json").read_text().splitlines()) if r.get("kpi")]
+
+    assert kpis(full)[-1] == kpis(out)[-1] and "val_mAP" in kpis(full)[-1]
