@@ -548,3 +548,18 @@ def test_quickstart_like_run_interrupted_by_sigint_and_resumed_is_bit_exact(tmp_
         return [r["kpi"] for r in map(json.loads, (run / "status.json").read_text().splitlines()) if r.get("kpi")]
 
     assert kpis(full)[-1] == kpis(out)[-1] and "val_mAP" in kpis(full)[-1]
+
+
+def test_predictor_raises_our_error_for_too_large_or_unreadable_images(trained, tmp_path, monkeypatch) -> None:
+    from rtdetr_tao.data import preprocess
+    from rtdetr_tao.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(trained["ckpt"])
+    image = next(trained["split"].image_dir.glob("*.jpg"))
+    monkeypatch.setattr(preprocess, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DataError, match="more than the limit of 100 pixels"):
+        predictor.predict(image)
+    monkeypatch.undo()
+    (tmp_path / "broken.jpg").write_bytes(image.read_bytes()[:200])
+    with pytest.raises(DataError, match="broken.jpg"):
+        predictor.predict(tmp_path / "broken.jpg")
