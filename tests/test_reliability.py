@@ -78,8 +78,11 @@ def test_s3_prefix_cache_mirrors_the_listing(s3_server, tmp_path) -> None:  # no
     for key in ("imgs/0.jpg", "imgs/1.jpg", "imgs/sub/x.jpg"):
         client.delete_object(Bucket=bucket, Key=key)
     client.put_object(Bucket=bucket, Key="imgs/2.jpg", Body=b"changed")
+    client.put_object(Bucket=bucket, Key="imgs/0.jpg/now_a_folder.jpg", Body=b"f")  # where a stale file stands
     assert resolve_image_dir(f"s3://{bucket}/imgs", str(tmp_path)) == folder
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [f"{i}.jpg" for i in range(2, 8)]
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert files == ["0.jpg/now_a_folder.jpg"] + [f"{i}.jpg" for i in range(2, 8)]
+    assert not (folder / "sub").exists()
     assert (folder / "2.jpg").read_bytes() == b"changed"
 
 

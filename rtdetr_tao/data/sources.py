@@ -166,16 +166,16 @@ def _download_prefix(uri: str, cache_dir: str | None) -> Path:
                 f"refusing S3 prefix {uri}: key {key!r} is both an object and the folder of other keys; "
                 "rename that object"
             )
-    for key in targets.values():
-        download(f"s3://{bucket}/{key}", cache_dir, client)
     local = _cache_path(root, bucket, prefix.rstrip("/"), uri) if prefix.strip("/") else root / "s3" / bucket
-    for path in sorted(local.rglob("*"), reverse=True):  # children before their folders
+    for path in sorted(local.rglob("*"), reverse=True):  # stale files first (one may stand where a folder goes)
         if path.is_file() and path not in targets and not path.name.endswith(".part"):
             log.info("removing %s from the cache: its object is no longer in %s", path, uri)
             path.unlink()
         elif path.is_dir() and path not in folders:
             with contextlib.suppress(OSError):
                 path.rmdir()
+    for key in targets.values():
+        download(f"s3://{bucket}/{key}", cache_dir, client)
     return local
 
 
