@@ -41,7 +41,8 @@ def load_rgb(path: str | Path) -> Image.Image:
                 width, height = image.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise DataError(f"image {path} is {width}x{height} = {width * height} pixels, {too_large}")
-                return to_rgb(ImageOps.exif_transpose(image))
+                ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
+                return to_rgb(image)
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except Image.DecompressionBombError:  # PIL's own limit, above ours, stops it in Image.open
