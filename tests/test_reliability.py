@@ -566,3 +566,21 @@ def test_predictor_raises_our_error_for_too_large_or_unreadable_images(trained, 
     (tmp_path / "broken.jpg").write_bytes(image.read_bytes()[:200])
     with pytest.raises(DataError, match="broken.jpg"):
         predictor.predict(tmp_path / "broken.jpg")
+
+
+def test_pil_warnings_about_damaged_metadata_become_one_log_line(tmp_path, caplog, recwarn) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(_picture()).save(buffer, format="TIFF")
+    blob = bytearray(buffer.getvalue())
+    blob[15] = 0xFF  # the first tag's count now points past the end of the file: PIL warns and skips it
+    path = tmp_path / "meta.tif"
+    path.write_bytes(bytes(blob))
+    with caplog.at_level("WARNING"):
+        try:
+            load_rgb(path)
+        except DataError as error:
+            assert "meta.tif" in str(error)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    assert "meta.tif: Tag data larger than file" in caplog.text

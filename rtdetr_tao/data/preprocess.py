@@ -12,6 +12,7 @@ them (alpha dropped).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from ..eval.postprocess import Letterbox
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -35,14 +38,19 @@ def load_rgb(path: str | Path) -> Image.Image:
         f"more than the limit of {MAX_IMAGE_PIXELS} pixels (rtdetr_tao.data.preprocess.MAX_IMAGE_PIXELS); downscale it"
     )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:  # PIL's warnings about damaged metadata: one log line
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise DataError(f"image {path} is {width}x{height} = {width * height} pixels, {too_large}")
-                ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
-                return to_rgb(image)
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+                    if width * height > MAX_IMAGE_PIXELS:
+                        raise DataError(f"image {path} is {width}x{height} = {width * height} pixels, {too_large}")
+                    ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
+                    return to_rgb(image)
+            finally:
+                for warning in caught:
+                    log.warning("image %s: %s", path, warning.message)
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except Image.DecompressionBombError:  # PIL's own limit, above ours, stops it in Image.open
