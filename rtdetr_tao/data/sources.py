@@ -4,8 +4,9 @@ Torch-free (``rtdetr-deploy`` uses it). S3 goes through boto3 with the standard 
 settings (``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, ...), so S3-compatible stores work too.
 Downloads land in the cache folder (``dataset.cache_dir``, else ``$RTDETR_CACHE_DIR``, else
 ``~/.cache/rtdetr_tao``) under a temporary name and are renamed when complete; a cached object is reused while
-its size and ETag match the bucket's. Archives (``.tar.gz``, ``.tgz``, ``.tar``) are extracted once, safely: a
-member with an absolute path, ``..``, a link leaving the target, or a device file rejects the archive.
+its size and ETag match the bucket's. Archives (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``) are extracted once,
+safely: a member with an absolute path, ``..``, a link leaving the target (any link, in a zip), or a device file
+rejects the archive.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,7 +26,7 @@ from ..errors import DataError, require
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def is_s3(uri: str) -> bool:
@@ -152,6 +154,23 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise DataError(f"unsafe archive {archive}: member '{member.name}' {problem}; refusing to extract it")
 
 
+def _extract_zip(archive: Path, target: Path) -> None:
+    """Extract a zip after checking every member as :func:`_check_member` does; links are refused outright."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = PurePosixPath(info.filename.replace("\\", "/"))
+            problem = None
+            if name.is_absolute() or (name.parts and name.parts[0].endswith(":")):
+                problem = "has an absolute path"
+            elif ".." in name.parts:
+                problem = "climbs out with '..'"
+            elif (info.external_attr >> 16) & 0o170000 == 0o120000:
+                problem = "is a link"
+            if problem:
+                raise DataError(f"unsafe archive {archive}: member '{info.filename}' {problem}; refusing to extract it")
+        zf.extractall(target)
+
+
 def extract(archive: Path, cache_dir: str | None = None) -> Path:
     """Extract ``archive`` once into the cache (keyed by its path, size and mtime) and return the folder; the
     extraction goes to a temporary folder renamed when complete, so an interrupted one is never reused."""
@@ -164,12 +183,15 @@ def extract(archive: Path, cache_dir: str | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         try:
-            with tarfile.open(archive) as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _check_member(member, archive)
-                tar.extractall(tmp, members=members, filter="data")
-        except tarfile.TarError as exc:
+            if archive.name.lower().endswith(".zip"):
+                _extract_zip(archive, tmp)
+            else:
+                with tarfile.open(archive) as tar:
+                    members = tar.getmembers()
+                    for member in members:
+                        _check_member(member, archive)
+                    tar.extractall(tmp, members=members, filter="data")
+        except (tarfile.TarError, zipfile.BadZipFile) as exc:
             raise DataError(f"cannot read archive {archive}: {exc}") from None
         try:
             os.replace(tmp, target)
