@@ -123,3 +123,59 @@ def test_missing_image_fails_at_load_or_is_skipped(split, tmp_path) -> None:
     source = DataSource(image_dir=layout["image_dir"], json_file=layout["json_file"])
     dataset = CocoDetection(source, cmap, eval_size=(32, 32), cache_dir=str(tmp_path / "cache"), skip_corrupt=True)
     assert dataset[1] is None and dataset[0] is not None
+
+
+# --- errors in worker processes --------------------------------------------------------------------------------------
+
+
+def _broken_spec(split: Path, tmp_path: Path, workers: int) -> Path:
+    import yaml
+    from test_train import TINY_MODEL
+
+    layout = build("cvat", split, tmp_path / "cvat")
+    broken = next(Path(layout["image_dir"]).iterdir())
+    broken.write_bytes(b"not an image")
+    source = {"image_dir": layout["image_dir"], "json_file": layout["json_file"]}
+    spec = {
+        "results_dir": str(tmp_path / "results"),
+        "model": TINY_MODEL,
+        "dataset": {
+            "train_data_sources": [source],
+            "val_data_sources": source,
+            "num_classes": 4,
+            "batch_size": 4,
+            "workers": workers,
+            "augmentation": {"train_spatial_size": [32, 32], "eval_spatial_size": [32, 32], "multi_scales": []},
+        },
+        "train": {"num_epochs": 1, "device": "cpu"},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_data_error_in_a_worker_is_the_same_one_line(split, tmp_path) -> None:
+    from rtdetr_tao.config import load_spec
+    from rtdetr_tao.data.categories import category_map_from_sources
+    from rtdetr_tao.data.loader import build_train_loader
+
+    spec = load_spec(str(_broken_spec(split, tmp_path, workers=0)), []).spec.dataset
+    cmap = category_map_from_sources(spec, spec.train_data_sources)
+    messages = []
+    for workers in (0, 2):
+        loader = build_train_loader(
+            spec.model_copy(update={"workers": workers}), num_epochs=1, stop_epoch=1, seed=0, category_map=cmap
+        )
+        with pytest.raises(DataError) as error:
+            list(loader)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] and "\n" not in messages[1] and "cannot read image" in messages[1]
+
+
+def test_a_worker_error_reaches_the_cli_as_one_line(split, tmp_path, capsys) -> None:
+    from rtdetr_tao.cli import main
+
+    assert main(["train", "-e", str(_broken_spec(split, tmp_path, workers=1))]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(err) == 1 and err[0].startswith("rtdetr: error: ") and "cannot read image" in err[0], err
+    assert "Caught" not in err[0] and "Traceback" not in capsys.readouterr().err
