@@ -1,8 +1,8 @@
 """``rtdetr-deploy inference``: detections of a TensorRT engine or ONNX file on ``dataset.infer_data_sources``.
 
 Writes the same files as ``rtdetr inference`` (:class:`rtdetr_tao.outputs.inference.InferenceWriter`). Class
-names come from ``infer_data_sources.classmap`` (one name per line, in label order: the same reader as
-``rtdetr inference``) or else from the model's metadata.
+names come from ``infer_data_sources.classmap`` (either layout of the same reader as ``rtdetr inference``) or else
+from the model's metadata.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ def run(spec: ExperimentSpec) -> Path:
         meta = backend.metadata
         names = meta.class_names
         if source.classmap:
-            names = read_classmap(source.classmap, num_classes=len(meta.class_names))
+            names = read_classmap(
+                source.classmap, label_to_category=meta.label_to_category,
+                category_ids=meta.category_ids or None, default_names=names, cache_dir=spec.dataset.cache_dir,
+            )  # fmt: skip
         writer = InferenceWriter(
             job.out_dir, names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
             outline_width=cfg.outline_width,
