@@ -108,7 +108,7 @@ def tao_numbered(tmp_path_factory) -> dict:
 
 
 @pytest.mark.usefixtures("s3_server")
-def test_inference_reads_a_three_line_classmap_from_s3_on_both_clis(tao_numbered, tmp_path, monkeypatch) -> None:
+def test_inference_reads_classmap_and_model_from_s3_on_both_clis(tao_numbered, tmp_path, monkeypatch) -> None:
     import boto3
     from rtdetr_deploy.cli import main as deploy_main
 
@@ -125,10 +125,12 @@ def test_inference_reads_a_three_line_classmap_from_s3_on_both_clis(tao_numbered
     client = boto3.client("s3")
     client.create_bucket(Bucket="maps")
     client.put_object(Bucket="maps", Key="classmap.txt", Body=b"box\nround\nthree\n")
+    client.upload_file(str(tao_numbered["ckpt"]), "maps", "models/model.pth")
+    client.upload_file(str(tao_numbered["onnx"]), "maps", "models/model.onnx")
     spec, classmap = str(tao_numbered["spec"]), "dataset.infer_data_sources.classmap=s3://maps/classmap.txt"
-    ckpt = f"inference.checkpoint={tao_numbered['ckpt']}"
+    ckpt = "inference.checkpoint=s3://maps/models/model.pth"  # models come from S3 too
     assert main(["inference", "-e", spec, ckpt, classmap, f"inference.results_dir={tmp_path / 'torch'}"]) == 0
-    engine = f"inference.trt_engine={tao_numbered['onnx']}"
+    engine = "inference.trt_engine=s3://maps/models/model.onnx"
     assert deploy_main(["inference", "-e", spec, engine, classmap, f"inference.results_dir={tmp_path / 'onnx'}"]) == 0
     expected = [f"class_{i}" for i in range(13)]
     expected[3], expected[7], expected[12] = "box", "round", "three"
