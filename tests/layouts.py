@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +174,45 @@ def build(name: str, split_dir: Path, root: Path) -> Layout:
     """Layout ``name`` of the synthetic split in ``split_dir`` (``images/`` + ``annotations.json``) under ``root``."""
     coco = json.loads((split_dir / "annotations.json").read_text())
     return LAYOUTS[name](split_dir / "images", coco, root)
+
+
+@contextmanager
+def moto_server() -> Iterator[None]:
+    """A real S3 server (moto's server mode) on loopback, with the AWS environment pointing at it while open."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+def upload(layout: Layout, root: Path, bucket: str) -> Layout:
+    """``layout`` (written under ``root``) copied to ``s3://bucket/`` and pointing there."""
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=bucket)
+    for path in root.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), bucket, path.relative_to(root).as_posix())
+    to_s3 = lambda p: f"s3://{bucket}/{Path(p).relative_to(root).as_posix()}"  # noqa: E731
+    return {**layout, "image_dir": to_s3(layout["image_dir"]), "json_file": to_s3(layout["json_file"])}

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import boto3
 import pytest
 import torch
-from layouts import LAYOUTS, build
+from layouts import LAYOUTS, build, upload
 from test_data import s3_server  # noqa: F401 - the loopback S3 fixture
 
 from rtdetr_tao.config.dataset import DataSource
@@ -52,16 +51,8 @@ def test_every_layout_finds_every_image(name, split, tmp_path) -> None:
 @pytest.mark.parametrize("name", ["tao_tar", "roboflow"])
 def test_layouts_served_from_s3(name, split, tmp_path, s3_server) -> None:  # noqa: F811
     """TAO's tarball as an S3 object, Roboflow's export folder as an S3 prefix."""
-    layout = build(name, split, tmp_path / name)
-    client = boto3.client("s3")
-    client.create_bucket(Bucket="exports")
-    local_root = tmp_path / name
-    for path in local_root.rglob("*"):
-        if path.is_file():
-            client.upload_file(str(path), "exports", f"{name}/{path.relative_to(local_root).as_posix()}")
-    to_s3 = lambda p: f"s3://exports/{name}/{Path(p).relative_to(local_root).as_posix()}"  # noqa: E731
-    remote = {"image_dir": to_s3(layout["image_dir"]), "json_file": to_s3(layout["json_file"])}
-    dataset = _dataset({**layout, **remote}, tmp_path / "cache")
+    layout = upload(build(name, split, tmp_path / name), tmp_path / name, "exports")
+    dataset = _dataset(layout, tmp_path / "cache")
     for i, expected in enumerate(_reference(split, tmp_path)):
         torch.testing.assert_close(dataset[i][0], expected)
 

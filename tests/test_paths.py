@@ -4,13 +4,13 @@ a walk over every action's JSON schema finds the keys, and each one is resolved 
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from layouts import moto_server
 from pydantic import ValidationError
 
 from rtdetr_tao.config import ExperimentSpec
@@ -27,25 +27,10 @@ DECLARED = dict(path_keys(ExperimentSpec))
 
 @pytest.fixture(scope="module")
 def s3_keys() -> Iterator[None]:
-    """One loopback S3 server (moto) with a bucket ``keys`` for the whole module."""
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            patch.setenv(key, value)
+    """One loopback S3 server with a bucket ``keys`` for the whole module."""
+    with moto_server():
         boto3.client("s3").create_bucket(Bucket="keys")
         yield
-    server.stop()
 
 
 def _is_text(prop: dict[str, Any]) -> bool:
