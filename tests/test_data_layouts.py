@@ -170,3 +170,16 @@ def test_a_worker_error_reaches_the_cli_as_one_line(split, tmp_path, capsys) -> 
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(err) == 1 and err[0].startswith("rtdetr: error: ") and "cannot read image" in err[0], err
     assert "Caught" not in err[0] and "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~45 s: torchrun and two workers importing torch
+def test_a_torchrun_worker_error_reaches_the_cli_as_one_line(split, tmp_path, capfd) -> None:
+    """Two CPU processes through torchrun; both fail on the broken image: one line, exit 2, no torchrun report."""
+    from rtdetr_tao.cli import main
+
+    spec = str(_broken_spec(split, tmp_path, workers=0))
+    assert main(["train", "-e", spec, "train.num_gpus=2", "train.gpu_ids=[0,1]", "dataset.batch_size=2"]) == 2
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("rtdetr: error: ") and "cannot read image" in lines[0], err
+    assert "ChildFailedError" not in err and "Traceback" not in err
