@@ -116,6 +116,25 @@ def test_missing_image_fails_at_load_or_is_skipped(split, tmp_path) -> None:
     assert dataset[1] is None and dataset[0] is not None
 
 
+@pytest.mark.parametrize(
+    ("name", "message"), [("/etc/evil", "absolute path"), ("a/../../evil", "'..'"), ("link", "is a link")]
+)
+def test_unsafe_zip_archives_are_rejected(tmp_path, name, message) -> None:
+    import zipfile
+
+    from rtdetr_tao.data.sources import resolve_image_dir
+
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo(name)
+        if name == "link":
+            info.external_attr = (0o120777 << 16) | 0  # a symlink entry, as `zip --symlinks` writes it
+        zf.writestr(info, "../../etc/passwd" if name == "link" else "evil")
+    with pytest.raises(DataError, match=message):
+        resolve_image_dir(str(archive), str(tmp_path / "cache"))
+    assert not list((tmp_path / "cache" / "extracted").glob("[!.]*"))
+
+
 # --- errors in worker processes --------------------------------------------------------------------------------------
 
 
