@@ -202,3 +202,18 @@ def test_a_torchrun_worker_error_reaches_the_cli_as_one_line(split, tmp_path, ca
     lines = [line for line in err.splitlines() if "error:" in line.lower()]
     assert len(lines) == 1 and lines[0].startswith("rtdetr: error: ") and "cannot read image" in lines[0], err
     assert "ChildFailedError" not in err and "Traceback" not in err
+
+
+def test_inference_sources_may_be_single_images_local_or_on_s3(split, tmp_path, s3_server) -> None:  # noqa: F811
+    import boto3
+
+    from rtdetr_tao.data.preprocess import source_images
+
+    image = split / "images" / "000002.jpg"
+    assert source_images(str(image)) == [image]
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="single")
+    client.upload_file(str(image), "single", "photos/000002.jpg")
+    [local] = source_images("s3://single/photos/000002.jpg", str(tmp_path))
+    assert local.read_bytes() == image.read_bytes()
+    assert len(source_images(str(split / "images"))) == 4

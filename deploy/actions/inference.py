@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rtdetr_tao.config import ExperimentSpec
-from rtdetr_tao.data.preprocess import list_images, load_rgb
+from rtdetr_tao.data.preprocess import load_rgb, source_images
 from rtdetr_tao.errors import SpecError
 from rtdetr_tao.outputs.classmap import read_classmap
 from rtdetr_tao.outputs.inference import InferenceWriter
@@ -22,8 +22,6 @@ from ..runtime import open_backend
 
 def run(spec: ExperimentSpec) -> Path:
     """Run ``inference.trt_engine`` (an engine or .onnx) over the inference images; returns the output folder."""
-    from rtdetr_tao.data.sources import resolve_image_dir
-
     cfg, source = spec.inference, spec.dataset.infer_data_sources
     if not cfg.trt_engine:
         raise SpecError("inference.trt_engine is not set; give the .engine (or .onnx) to run")
@@ -43,7 +41,7 @@ def run(spec: ExperimentSpec) -> Path:
             job.out_dir, names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
             outline_width=cfg.outline_width,
         )  # fmt: skip
-        paths = [p for d in source.image_dir for p in list_images(resolve_image_dir(d, spec.dataset.cache_dir))]
+        paths = [p for d in source.image_dir for p in source_images(d, spec.dataset.cache_dir)]
         for path, found, _ in detect(backend, enumerate(paths), batch, skip_unreadable=True):
             writer.write(path, load_rgb(path), found)
         total = writer.finish(meta.label_to_category)

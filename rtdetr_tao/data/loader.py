@@ -20,8 +20,7 @@ from ..config.dataset import DatasetSpec, InferSource
 from ..errors import DataError, RTDETRError, SpecError
 from .categories import CategoryMap
 from .coco import CocoDetection
-from .preprocess import list_images, load_rgb, to_model_input
-from .sources import resolve_image_dir
+from .preprocess import load_rgb, source_images, to_model_input
 from .transforms import multi_scale_resize, scale_choices
 
 log = logging.getLogger(__name__)
@@ -257,8 +256,9 @@ def build_infer_loader(
     workers: int = 0,
     cache_dir: str | None = None,
 ) -> EpochLoader:
-    """Every image under ``source.image_dir`` (folders, archives, s3://), in order, as ``(images, metas)``."""
-    paths = [p for d in source.image_dir for p in list_images(resolve_image_dir(d, cache_dir))]
+    """Every image of ``source.image_dir`` (image files, folders, archives, s3://), in order, as
+    ``(images, metas)``."""
+    paths = [p for d in source.image_dir for p in source_images(d, cache_dir)]
     if not paths:
         raise DataError(f"no images found in {source.image_dir}")
     sampler = ShardedBatchSampler(len(paths), batch_size, shuffle=False)

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from ..eval.postprocess import Letterbox
+from .sources import resolve_file, resolve_image_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -30,6 +31,14 @@ def load_rgb(path: str | Path) -> Image.Image:
 def list_images(folder: str | Path) -> list[Path]:
     """Every image file under ``folder`` (recursively), sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def source_images(uri: str, cache_dir: str | None = None) -> list[Path]:
+    """The images of one inference or calibration source: a single image file (local or ``s3://``), else every
+    image under the folder, archive or ``s3://`` prefix, sorted."""
+    if uri.lower().endswith(IMAGE_SUFFIXES):
+        return [resolve_file(uri, cache_dir)]
+    return list_images(resolve_image_dir(uri, cache_dir))
 
 
 def to_model_input(
