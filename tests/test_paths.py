@@ -18,7 +18,7 @@ from rtdetr_tao.config.experiment import ACTIONS, get_path
 from rtdetr_tao.config.paths import localize, path_keys
 from rtdetr_tao.config.schema import action_schema
 from rtdetr_tao.data.sources import resolve_image_dir
-from rtdetr_tao.errors import SpecError
+from rtdetr_tao.errors import DataError, SpecError
 
 PATH_LIKE = re.compile(r"(_path|_file|_dir|_engine|_cache|checkpoint|classmap|storage)$")
 NOT_A_PATH = {"automl.storage": "an Optuna database URL (sqlite:///…, postgresql://…), not a file"}
@@ -134,3 +134,15 @@ def test_a_cache_file_not_yet_in_s3_is_written_locally(tmp_path, s3_keys, caplog
     dotted = "gen_trt_engine.tensorrt.calibration.cal_cache_file"
     local = get_path(localize(_spec_with(dotted, "s3://keys/new/cal.bin"), str(tmp_path)), dotted)
     assert local.startswith(str(tmp_path)) and local.endswith("cal.bin") and "not uploaded" in caplog.text
+
+
+def test_a_model_folder_under_an_s3_prefix_is_downloaded_whole(tmp_path, s3_keys) -> None:
+    """Hugging Face model directories are folders: train.pretrained_model_path=s3://bucket/prefix/ works too."""
+    client = boto3.client("s3")
+    for name in ("config.json", "model.safetensors"):
+        client.put_object(Bucket="keys", Key=f"hf/rtdetr_v2/{name}", Body=name.encode())
+    dotted = "train.pretrained_model_path"
+    local = Path(get_path(localize(_spec_with(dotted, "s3://keys/hf/rtdetr_v2"), str(tmp_path)), dotted))
+    assert all((local / name).read_bytes() == name.encode() for name in ("config.json", "model.safetensors"))
+    with pytest.raises(DataError, match="s3://keys/hf/nothing"):
+        localize(_spec_with(dotted, "s3://keys/hf/nothing"), str(tmp_path))

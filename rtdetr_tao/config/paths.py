@@ -2,8 +2,9 @@
 
 Keys are declared with ``spec_field(path=kind)`` (:class:`~rtdetr_tao.config.fields.PathKey`); nothing else
 lists them. Before an action runs, :func:`localize` replaces each ``s3://`` value of a ``file``, ``model`` or
-``cache`` key by its local copy, downloaded once into the cache (``dataset.cache_dir``) by
-:func:`rtdetr_tao.data.sources.resolve_file`, the resolver the data sources use too. ``images`` keys stay as given:
+``cache`` key by its local copy (the object, or every object under the prefix: a Hugging Face model folder),
+downloaded once into the cache (``dataset.cache_dir``) by :func:`rtdetr_tao.data.sources.resolve_file`, the
+resolver the data sources use too. ``images`` keys stay as given:
 the loaders resolve folders, archives and prefixes themselves (same cache). ``output`` keys must be local.
 Torch-free.
 """
@@ -77,7 +78,7 @@ def _resolve(kind: PathKind, value: Any, cache_dir: str | None, dotted: str) -> 
         return [_resolve(kind, v, cache_dir, dotted) for v in value]
     if not isinstance(value, str) or not value.startswith("s3://") or kind == "images":
         return value
-    from ..data.sources import cache_root, resolve_file
+    from ..data.sources import cache_root, resolve_file, resolve_image_dir
 
     if kind == "output":
         raise SpecError(f"{dotted}={value}: outputs are written locally; give a local path and upload it afterwards")
@@ -89,7 +90,13 @@ def _resolve(kind: PathKind, value: Any, cache_dir: str | None, dotted: str) -> 
             local = cache_root(cache_dir) / "written" / digest / PurePosixPath(value).name
             log.warning("%s=%s does not exist yet; it will be written to %s (not uploaded)", dotted, value, local)
             return str(local)
-    local = resolve_file(value, cache_dir)
+    try:
+        local = resolve_file(value, cache_dir)
+    except DataError as error:  # a folder of files (a Hugging Face model directory) under an s3:// prefix
+        try:
+            local = resolve_image_dir(value, cache_dir)
+        except DataError:
+            raise error from None
     if kind == "model":
         with contextlib.suppress(DataError):  # the metadata sidecar of an engine or ONNX file, if there is one
             resolve_file(f"{value}.json", cache_dir)
