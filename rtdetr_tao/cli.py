@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from . import __version__
+from . import __version__, relay
 from .errors import RTDETRError
 
 
@@ -66,7 +66,8 @@ def run_cli(prog: str, actions: dict[str, Action], argv: Sequence[str] | None = 
     except RTDETRError as exc:
         if debug:
             traceback.print_exc()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        if not relay.record(exc):  # a torchrun worker leaves the message to its launcher
+            print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -74,10 +75,11 @@ def run_cli(prog: str, actions: dict[str, Action], argv: Sequence[str] | None = 
     except Exception as exc:  # a bug, not a user error: say so
         if debug:
             traceback.print_exc()
-        print(
-            f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-            file=sys.stderr,
-        )
+        if not relay.record(exc):
+            print(
+                f"{prog}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                file=sys.stderr,
+            )
         return 1
 
 
@@ -121,8 +123,11 @@ def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
         code = maybe_launch(train.num_gpus, train.device_ids, train.num_nodes, train.device, [name, *rest])
         if code is not None:
             return code
+    from .config.paths import localize
+
+    spec = localize(loaded.spec, loaded.spec.dataset.cache_dir)  # s3:// files of every path key, downloaded once
     module = importlib.import_module(action.module)
-    module.run(loaded.spec)
+    module.run(spec)
     return 0
 
 

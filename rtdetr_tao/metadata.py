@@ -39,6 +39,7 @@ class ModelMetadata:
     preserve_aspect_ratio: bool = False
     model: dict[str, Any] = field(default_factory=dict)
     spec_sha256: str = ""
+    category_ids: list[int] = field(default_factory=list)  # ids the annotations define; []: unknown (older files)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:

@@ -18,6 +18,7 @@ from ..runtime import open_backend
 
 def run(spec: ExperimentSpec) -> CocoMetrics:
     """Evaluate ``evaluate.trt_engine`` (an engine or .onnx)."""
+    from rtdetr_tao.data.locate import ImageLocator
     from rtdetr_tao.data.sources import resolve_file, resolve_image_dir
 
     cfg, source = spec.evaluate, spec.dataset.test_data_sources
@@ -31,7 +32,8 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
         meta = backend.metadata
         coco_gt = coco_from_file(resolve_file(source.json_file, spec.dataset.cache_dir))
         image_dir = resolve_image_dir(source.image_dir, spec.dataset.cache_dir)
-        items = [(i, image_dir / coco_gt.imgs[i]["file_name"]) for i in sorted(coco_gt.getImgIds())]
+        locator = ImageLocator(image_dir, source.json_file)
+        items = [(i, locator.find(str(coco_gt.imgs[i]["file_name"]))) for i in sorted(coco_gt.getImgIds())]
         detections = [d.filter(cfg.conf_threshold) for _, d, _ in detect(backend, items, batch)]
         metrics = evaluate_coco(
             coco_gt,

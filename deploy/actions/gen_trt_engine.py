@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from rtdetr_tao.config import ExperimentSpec
-from rtdetr_tao.data.preprocess import list_images, load_rgb, to_model_input
+from rtdetr_tao.data.preprocess import load_rgb, source_images, to_model_input
 from rtdetr_tao.errors import SpecError
 from rtdetr_tao.io import atomic_write_text
 from rtdetr_tao.metadata import read_metadata, sidecar_path
@@ -25,12 +25,10 @@ log = logging.getLogger(__name__)
 
 def calibration_batches(spec: ExperimentSpec, input_size: tuple[int, int]) -> CalibrationBatches | None:
     """The calibration images of the spec as batches, or None when it names none."""
-    from rtdetr_tao.data.sources import resolve_image_dir
-
     calib = spec.gen_trt_engine.tensorrt.calibration
     if not calib.cal_image_dir:
         return None
-    images = [p for d in calib.cal_image_dir for p in list_images(resolve_image_dir(d, spec.dataset.cache_dir))]
+    images = [p for d in calib.cal_image_dir for p in source_images(d, spec.dataset.cache_dir)]
     return CalibrationBatches(
         images, lambda p: to_model_input(load_rgb(p), input_size)[0], calib.cal_batch_size, calib.cal_batches
     )

@@ -1,8 +1,8 @@
 """``rtdetr-deploy inference``: detections of a TensorRT engine or ONNX file on ``dataset.infer_data_sources``.
 
 Writes the same files as ``rtdetr inference`` (:class:`rtdetr_tao.outputs.inference.InferenceWriter`). Class
-names come from ``infer_data_sources.classmap`` (one name per line, in label order: the same reader as
-``rtdetr inference``) or else from the model's metadata.
+names come from ``infer_data_sources.classmap`` (either layout of the same reader as ``rtdetr inference``) or else
+from the model's metadata.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from ..runtime import open_backend
 
 def run(spec: ExperimentSpec) -> Path:
     """Run ``inference.trt_engine`` (an engine or .onnx) over the inference images; returns the output folder."""
-    from rtdetr_tao.data.sources import resolve_image_dir
-
     cfg, source = spec.inference, spec.dataset.infer_data_sources
     if not cfg.trt_engine:
         raise SpecError("inference.trt_engine is not set; give the .engine (or .onnx) to run")
@@ -35,12 +33,15 @@ def run(spec: ExperimentSpec) -> Path:
         meta = backend.metadata
         names = meta.class_names
         if source.classmap:
-            names = read_classmap(source.classmap, num_classes=len(meta.class_names))
+            names = read_classmap(
+                source.classmap, label_to_category=meta.label_to_category,
+                category_ids=meta.category_ids or None, default_names=names, cache_dir=spec.dataset.cache_dir,
+            )  # fmt: skip
         writer = InferenceWriter(
             job.out_dir, names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
             outline_width=cfg.outline_width,
         )  # fmt: skip
-        named = named_images([resolve_image_dir(d, spec.dataset.cache_dir) for d in source.image_dir])
+        named = named_images(source.image_dir, spec.dataset.cache_dir)
         paths = [path for path, _ in named]
         for path, found, _ in detect(backend, enumerate(paths), batch, skip_unreadable=True):
             writer.write(path, load_rgb(path), found, named[found.image_id][1])

@@ -163,6 +163,7 @@ def run(spec: ExperimentSpec) -> Path:
         metadata = ModelMetadata(
             class_names=list(trained.category_map.category_names),
             label_to_category=list(trained.category_map.label_to_category),
+            category_ids=list(trained.category_map.defined_ids),
             input_size=size,
             outputs="raw" if cfg.raw_outputs else "postprocessed",
             num_select=num_select,

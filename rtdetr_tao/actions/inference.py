@@ -2,8 +2,9 @@
 
 Writes under ``results_dir/inference/`` (:class:`rtdetr_tao.outputs.inference.InferenceWriter`):
 ``images_annotated/``, ``labels/`` (KITTI) and ``results.json`` (COCO results with the original category ids).
-Class names come from ``infer_data_sources.classmap`` when given (one per line, in label order), else from the
-checkpoint. An ``.onnx`` model runs in ONNX Runtime through the same code as ``rtdetr-deploy inference``.
+Class names come from ``infer_data_sources.classmap`` when given (one per category in id order, or TAO's one per
+id 0..max: :func:`rtdetr_tao.outputs.classmap.read_classmap`), else from the checkpoint. An ``.onnx`` model runs
+in ONNX Runtime through the same code as ``rtdetr-deploy inference``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ def run(spec: ExperimentSpec) -> Path:
         size = trained.input_size
         model = trained.fast_model().to(ctx.device)
         cmap = trained.category_map
-        names = read_classmap(source.classmap, num_classes=cmap.num_classes) if source.classmap else cmap.category_names
+        names = list(cmap.category_names)
+        if source.classmap:
+            names = read_classmap(
+                source.classmap, label_to_category=cmap.label_to_category, category_ids=cmap.defined_ids,
+                default_names=names, cache_dir=spec.dataset.cache_dir,
+            )  # fmt: skip
         writer = InferenceWriter(
             ctx.out_dir, names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
             outline_width=cfg.outline_width,

@@ -68,7 +68,9 @@ class AutoMLSpec(Section):
     timeout: float | None = spec_field(
         None, gt=0, description="Seconds after which this worker starts no new trial; null: no limit."
     )
-    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/automl.", automl=False)
+    results_dir: str | None = spec_field(
+        None, path="output", description="Output folder; null: results_dir/automl.", automl=False
+    )
     hyperband_min_epochs: int = spec_field(
         1, ge=1, description="hyperband: epochs every trial trains before it may be pruned."
     )

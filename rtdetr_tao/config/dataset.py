@@ -13,26 +13,34 @@ class DataSource(Section):
     """One COCO source: an image folder or ``images.tar.gz`` (local or ``s3://``) and its annotations."""
 
     image_dir: str = spec_field(
-        ..., min_length=1, description="Image folder, .tar/.tar.gz/.tgz archive, local or s3://."
+        ...,
+        path="images",
+        min_length=1,
+        description="Image folder, .tar/.tar.gz/.tgz/.zip archive or s3:// prefix or archive.",
     )
-    json_file: str = spec_field(..., min_length=1, description="COCO annotation JSON, local or s3://.")
+    json_file: str = spec_field(..., path="file", min_length=1, description="COCO annotation JSON, local or s3://.")
 
 
 class CalibrationSource(Section):
     """Images for quantization calibration; the annotations are optional."""
 
-    image_dir: str = spec_field(..., min_length=1, description="Image folder or archive, local or s3://.")
-    json_file: str | None = spec_field(None, description="Optional COCO JSON (enables before/after mAP).")
+    image_dir: str = spec_field(
+        ..., path="images", min_length=1, description="Image folder or .tar/.tar.gz/.tgz/.zip archive, local or s3://."
+    )
+    json_file: str | None = spec_field(None, path="file", description="Optional COCO JSON (enables before/after mAP).")
 
 
 class InferSource(Section):
     """Inference images (folders, archives or single images) and the class-name file."""
 
     image_dir: list[str] = spec_field(
-        ..., min_length=1, description="Image folders, archives or image files, local or s3://."
+        ..., path="images", min_length=1, description="Image folders, archives or image files, local or s3://."
     )
     classmap: str | None = spec_field(
-        None, description="Text file with one class name per line, in label order; null: names from the checkpoint."
+        None,
+        path="file",
+        description="Class names, local or s3://: one per category in id order, or TAO's one per id 0..max; "
+        "null: names from the checkpoint.",
     )
 
     @field_validator("image_dir", mode="before")
@@ -134,7 +142,10 @@ class DatasetSpec(Section):
         False, description="Skip (and count) unreadable images instead of failing on the first one."
     )
     cache_dir: str | None = spec_field(
-        None, description="Where s3:// downloads and extracted archives go; null: ~/.cache/rtdetr_tao.", automl=False
+        None,
+        path="output",
+        description="Where s3:// downloads and extracted archives go; null: ~/.cache/rtdetr_tao.",
+        automl=False,
     )
     augmentation: AugmentationSpec = spec_field(AugmentationSpec(), description="Augmentation settings.", automl=False)
 

@@ -13,10 +13,13 @@ class CalibrationSpec(Section):
     """INT8 entropy calibration for ONNX graphs without Q/DQ nodes."""
 
     cal_image_dir: list[str] = spec_field(
-        [], description="Calibration images: folders, archives or s3:// URIs.", automl=False
+        [], path="images", description="Calibration images: folders, archives or s3:// URIs.", automl=False
     )
     cal_cache_file: str | None = spec_field(
-        None, description="Calibration cache; reused when present, written after calibration.", automl=False
+        None,
+        path="cache",
+        description="Calibration cache; reused when present, written after calibration.",
+        automl=False,
     )
     cal_batch_size: int = spec_field(1, ge=1, description="Calibration batch size.", popular=True)
     cal_batches: int = spec_field(1, ge=1, description="Calibration batches.", popular=True)
@@ -72,12 +75,14 @@ class GenTrtEngineSpec(Section):
     """``rtdetr-deploy gen_trt_engine``."""
 
     results_dir: str | None = spec_field(
-        None, description="Output folder; null: results_dir/gen_trt_engine.", automl=False
+        None, path="output", description="Output folder; null: results_dir/gen_trt_engine.", automl=False
     )
     gpu_id: int = spec_field(0, ge=0, description="GPU that builds the engine.", popular=True)
-    onnx_file: str | None = spec_field(None, description="ONNX model from rtdetr export.", automl=False)
-    trt_engine: str | None = spec_field(None, description="Where to write the engine.", automl=False)
-    timing_cache: str | None = spec_field(None, description="TensorRT timing cache, read and updated.", automl=False)
+    onnx_file: str | None = spec_field(None, path="model", description="ONNX model from rtdetr export.", automl=False)
+    trt_engine: str | None = spec_field(None, path="output", description="Where to write the engine.", automl=False)
+    timing_cache: str | None = spec_field(
+        None, path="cache", description="TensorRT timing cache, read and updated.", automl=False
+    )
     batch_size: int = spec_field(-1, ge=-1, description="Fixed batch size; -1: use the tensorrt profile.", popular=True)
     verbose: bool = spec_field(False, description="Verbose TensorRT build log.")
     input_channel: Literal[3] = spec_field(3, description="Input channels (RGB).")

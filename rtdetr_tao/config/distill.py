@@ -55,7 +55,7 @@ class DistillSpec(Section):
         schema_extra={"automl_frozen": True},
     )
     pretrained_teacher_model_path: str | None = spec_field(
-        None, description="Trained teacher weights (any format rtdetr loads).", automl=False
+        None, path="file", description="Trained teacher weights (any format rtdetr loads).", automl=False
     )
     bindings: list[BindingSpec] = spec_field(
         [BindingSpec(student_module_name="srcs", teacher_module_name="srcs", criterion="IOU")],
@@ -63,4 +63,6 @@ class DistillSpec(Section):
         description="Student-teacher output pairs and their losses.",
         automl=False,
     )
-    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/distill.", automl=False)
+    results_dir: str | None = spec_field(
+        None, path="output", description="Output folder; null: results_dir/distill.", automl=False
+    )

@@ -42,6 +42,7 @@ class ExperimentSpec(Section):
     )
     results_dir: str = spec_field(
         "results",
+        path="output",
         min_length=1,
         description="Root folder for everything a job writes (results_dir/<action>/).",
         automl=False,

@@ -10,12 +10,31 @@ from them.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MISSING = "???"
 """TAO's placeholder for a value the user must supply."""
+
+
+PathKind = Literal["file", "model", "cache", "images", "output"]
+
+
+@dataclass(frozen=True)
+class PathKey:
+    """Marks a field whose value names a file or folder (``spec_field(path=...)``); read by
+    :mod:`rtdetr_tao.config.paths`, which resolves ``s3://`` values. Kinds:
+
+    * ``file``: a file the job reads;
+    * ``model``: the same, with its optional ``<file>.json`` metadata sidecar (ONNX files, TensorRT engines);
+    * ``cache``: a file read when present and (re)written otherwise (calibration and timing caches);
+    * ``images``: an image folder, archive or single image (the data loaders resolve it, also ``s3://``);
+    * ``output``: where a job writes; local only.
+    """
+
+    kind: PathKind
 
 
 class Section(BaseModel):
@@ -46,6 +65,7 @@ def spec_field(
     log_scale: bool = False,
     examples: list[Any] | None = None,
     schema_extra: dict[str, Any] | None = None,
+    path: PathKind | None = None,
 ) -> Any:
     """A Pydantic ``Field`` with TAO-style AutoML metadata.
 
@@ -54,7 +74,7 @@ def spec_field(
     ``search_range`` / ``log_scale``: where AutoML samples by default (inside the validation bounds, which
     are often far wider: a learning rate may be anything in (0, 1]) and whether it samples log-uniformly.
     ``schema_extra`` overrides generated JSON-Schema keywords, e.g. an ``enum`` that also lists the
-    aliases a before-validator normalises.
+    aliases a before-validator normalises. ``path``: the value names a file or folder (see :class:`PathKey`).
     """
     extra: dict[str, Any] = dict(schema_extra or {})
     if automl is not None:
@@ -73,7 +93,7 @@ def spec_field(
         extra["automl_search_range"] = list(search_range)
     if log_scale:
         extra["automl_log_scale"] = True
-    return Field(
+    info = Field(
         default,
         description=description,
         title=title,
@@ -87,3 +107,6 @@ def spec_field(
         examples=examples,
         json_schema_extra=extra or None,
     )
+    if path is not None:
+        info.metadata.append(PathKey(path))
+    return info

@@ -42,6 +42,7 @@ class ModelSpec(Section):
     )
     pretrained_backbone_path: str | None = spec_field(
         None,
+        path="file",
         description="Weights file (official PResNet-vd ImageNet weights or a state dict) for the backbone.",
         automl=False,
     )

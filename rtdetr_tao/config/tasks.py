@@ -15,11 +15,18 @@ class EvaluateSpec(Section):
     num_gpus: int = spec_field(1, ge=1, description="GPUs for evaluation.", popular=True, automl=False)
     gpu_ids: list[int] = spec_field([0], description="GPU indices.", popular=True, automl=False)
     num_nodes: int = spec_field(1, ge=1, description="Nodes for evaluation.", popular=True, automl=False)
-    checkpoint: str | None = spec_field(None, description=f"Model to evaluate: {CHECKPOINT_HELP}.", automl=False)
-    trt_engine: str | None = spec_field(
-        None, description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to evaluate.", automl=False
+    checkpoint: str | None = spec_field(
+        None, path="model", description=f"Model to evaluate: {CHECKPOINT_HELP}.", automl=False
     )
-    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/evaluate.", automl=False)
+    trt_engine: str | None = spec_field(
+        None,
+        path="model",
+        description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to evaluate.",
+        automl=False,
+    )
+    results_dir: str | None = spec_field(
+        None, path="output", description="Output folder; null: results_dir/evaluate.", automl=False
+    )
     batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
     input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
@@ -33,11 +40,15 @@ class InferenceSpec(Section):
     num_gpus: int = spec_field(1, ge=1, description="GPUs for inference.", popular=True, automl=False)
     gpu_ids: list[int] = spec_field([0], description="GPU indices.", popular=True, automl=False)
     num_nodes: int = spec_field(1, ge=1, description="Nodes for inference.", popular=True, automl=False)
-    checkpoint: str | None = spec_field(None, description=f"Model to run: {CHECKPOINT_HELP}.", automl=False)
-    trt_engine: str | None = spec_field(
-        None, description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to run.", automl=False
+    checkpoint: str | None = spec_field(
+        None, path="model", description=f"Model to run: {CHECKPOINT_HELP}.", automl=False
     )
-    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/inference.", automl=False)
+    trt_engine: str | None = spec_field(
+        None, path="model", description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to run.", automl=False
+    )
+    results_dir: str | None = spec_field(
+        None, path="output", description="Output folder; null: results_dir/inference.", automl=False
+    )
     batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
     color_map: dict[str, str] | None = spec_field(
         None,
@@ -58,10 +69,14 @@ class InferenceSpec(Section):
 class ExportSpec(Section):
     """ONNX export."""
 
-    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/export.", automl=False)
+    results_dir: str | None = spec_field(
+        None, path="output", description="Output folder; null: results_dir/export.", automl=False
+    )
     gpu_id: int = spec_field(0, ge=0, description="GPU used for export when on_cpu is false.")
-    checkpoint: str | None = spec_field(None, description=f"Model to export: {CHECKPOINT_HELP}.", automl=False)
-    onnx_file: str | None = spec_field(None, description="Destination .onnx path.", automl=False)
+    checkpoint: str | None = spec_field(
+        None, path="model", description=f"Model to export: {CHECKPOINT_HELP}.", automl=False
+    )
+    onnx_file: str | None = spec_field(None, path="output", description="Destination .onnx path.", automl=False)
     on_cpu: bool = spec_field(False, description="Trace on the CPU even when a GPU is present.")
     input_channel: Literal[3] = spec_field(3, description="Input channels (RGB).")
     input_width: int = spec_field(

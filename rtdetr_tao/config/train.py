@@ -124,14 +124,20 @@ class TrainSpec(Section):
     checkpoint_interval_unit: Literal["epoch", "step"] = spec_field("epoch", description="Unit of checkpoint_interval.")
     validation_interval: int = spec_field(1, ge=1, description="Epochs between validations.", popular=True)
     resume_training_checkpoint_path: str | None = spec_field(
-        None, description="Checkpoint to resume from; null: resume from results_dir's latest, if any.", automl=False
+        None,
+        path="file",
+        description="Checkpoint to resume from; null: resume from results_dir's latest, if any.",
+        automl=False,
     )
-    results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/train.", automl=False)
+    results_dir: str | None = spec_field(
+        None, path="output", description="Output folder; null: results_dir/train.", automl=False
+    )
     freeze: list[str] = spec_field(
         [], description="Module-name prefixes to freeze, e.g. backbone, encoder, decoder.", automl=False
     )
     pretrained_model_path: str | None = spec_field(
         None,
+        path="file",
         description="Weights to start from: our checkpoint, an official RT-DETRv2 release or Hugging Face.",
         automl=False,
     )

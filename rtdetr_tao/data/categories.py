@@ -22,10 +22,18 @@ from .sources import resolve_file
 
 @dataclass(frozen=True)
 class CategoryMap:
-    """``label_to_category[label]`` is the original id of training label ``label``; names in label order."""
+    """``label_to_category[label]`` is the original id of training label ``label``; names in label order.
+    ``category_ids``: the ids the annotation files define (under TAO's convention some labels are unused ids);
+    None (maps saved before it was recorded): every label's id."""
 
     label_to_category: tuple[int, ...]
     category_names: tuple[str, ...]
+    category_ids: tuple[int, ...] | None = None
+
+    @property
+    def defined_ids(self) -> tuple[int, ...]:
+        """The category ids of the annotations, sorted."""
+        return tuple(sorted(self.category_ids if self.category_ids is not None else self.label_to_category))
 
     @property
     def num_classes(self) -> int:
@@ -41,11 +49,20 @@ class CategoryMap:
 
     def to_dict(self) -> dict[str, list]:
         """Plain lists, for checkpoints and metadata."""
-        return {"label_to_category": list(self.label_to_category), "category_names": list(self.category_names)}
+        return {
+            "label_to_category": list(self.label_to_category),
+            "category_names": list(self.category_names),
+            "category_ids": list(self.defined_ids),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CategoryMap:
-        return cls(tuple(int(c) for c in data["label_to_category"]), tuple(str(n) for n in data["category_names"]))
+        ids = data.get("category_ids")
+        return cls(
+            tuple(int(c) for c in data["label_to_category"]),
+            tuple(str(n) for n in data["category_names"]),
+            None if ids is None else tuple(int(c) for c in ids),
+        )
 
 
 def read_categories(json_file: str, cache_dir: str | None = None) -> dict[int, str]:
@@ -68,11 +85,10 @@ def category_map(categories: Mapping[int, str], num_classes: int, *, source: str
         raise DataError(f"{source}: category ids must be >= 0, found {min(ids)}")
     count, max_plus_one = len(ids), ids[-1] + 1
     if num_classes == count:
-        return CategoryMap(tuple(ids), tuple(categories[i] for i in ids))
+        return CategoryMap(tuple(ids), tuple(categories[i] for i in ids), tuple(ids))
     if num_classes == max_plus_one:
-        return CategoryMap(
-            tuple(range(num_classes)), tuple(categories.get(i, f"class_{i}") for i in range(num_classes))
-        )
+        names = tuple(categories.get(i, f"class_{i}") for i in range(num_classes))
+        return CategoryMap(tuple(range(num_classes)), names, tuple(ids))
     raise DataError(
         f"dataset.num_classes={num_classes} does not fit {source}: {count} categories with ids {ids[0]}..{ids[-1]}; "
         f"use dataset.num_classes={count} (labels 0..{count - 1}) or {max_plus_one} (TAO's max category id + 1)"

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from ..config.dataset import AugmentationSpec, DataSource
 from ..errors import DataError
 from .categories import CategoryMap
+from .locate import ImageLocator
 from .preprocess import load_rgb, to_model_input
 from .sources import resolve_file, resolve_image_dir
 from .transforms import TrainTransform
@@ -53,22 +54,35 @@ def load_coco(json_file: str, cache_dir: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One image: file, size (w, h), boxes [n, 4] xyxy pixels (float32), labels [n] (int64)."""
+    """One image: file (None: missing, skipped), size (w, h), boxes [n, 4] xyxy pixels (float32), labels [n]
+    (int64)."""
 
     image_id: int
-    path: Path
+    path: Path | None
     size: tuple[int, int]
     boxes: np.ndarray
     labels: np.ndarray
 
 
-def parse_annotations(coco: Any, image_dir: Path, category_map: CategoryMap, source: str) -> list[ImageRecord]:
-    """Records of every image of ``coco``, sorted by id, with cleaned boxes and contiguous labels."""
+def parse_annotations(
+    coco: Any, image_dir: Path, category_map: CategoryMap, source: str, *, skip_missing: bool = False
+) -> list[ImageRecord]:
+    """Records of every image of ``coco``, sorted by id, with cleaned boxes and contiguous labels; each file is
+    found by :class:`~rtdetr_tao.data.locate.ImageLocator`. A missing file is an error, or with ``skip_missing``
+    a record without path (warned about once, with the count)."""
     check_coco(coco.dataset, source)
     to_label = category_map.category_to_label
-    records, dropped = [], {"crowd": 0, "empty after clipping": 0}
+    locator = ImageLocator(image_dir, source)
+    records, dropped, missing = [], {"crowd": 0, "empty after clipping": 0}, []
     for image_id in sorted(coco.imgs):
         info = coco.imgs[image_id]
+        try:
+            path = locator.find(str(info["file_name"]))
+        except DataError as error:
+            if not skip_missing:
+                raise DataError(f"{error}; set dataset.skip_corrupt_images=true to skip such images") from None
+            path = None
+            missing.append(str(error))
         width, height = int(info["width"]), int(info["height"])
         boxes, labels = [], []
         for ann in coco.imgToAnns.get(image_id, []):
@@ -92,12 +106,14 @@ def parse_annotations(coco: Any, image_dir: Path, category_map: CategoryMap, sou
         records.append(
             ImageRecord(
                 image_id,
-                image_dir / info["file_name"],
+                path,
                 (width, height),
                 np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                 np.asarray(labels, dtype=np.int64),
             )
         )
+    if missing:
+        log.warning("%s: skipping %d missing images, e.g. %s", source, len(missing), missing[0])
     if any(dropped.values()):
         log.warning("%s: dropped boxes: %s", source, ", ".join(f"{n} {why}" for why, n in dropped.items() if n))
     return records
@@ -187,7 +203,9 @@ class CocoDetection(Dataset):
     ) -> None:
         self.coco = load_coco(source.json_file, cache_dir)
         image_dir = resolve_image_dir(source.image_dir, cache_dir)
-        self.records = parse_annotations(self.coco, image_dir, category_map, source.json_file)
+        self.records = parse_annotations(
+            self.coco, image_dir, category_map, source.json_file, skip_missing=skip_corrupt
+        )
         self.transform = TrainTransform(train_aug) if train_aug is not None else None
         self.eval_size, self.preserve_aspect_ratio = tuple(eval_size), preserve_aspect_ratio
         self.stop_epoch, self.seed, self.skip_corrupt = stop_epoch, seed, skip_corrupt
@@ -198,6 +216,8 @@ class CocoDetection(Dataset):
     def __getitem__(self, key: int | SampleKey) -> tuple[Tensor, dict[str, Any], SampleKey] | None:
         index, epoch, batch = key if isinstance(key, tuple) else (key, 0, 0)
         record = self.records[index]
+        if record.path is None:  # missing, reported when the annotations were read
+            return None
         try:
             image = load_rgb(record.path)
         except DataError as error:

@@ -17,11 +17,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..config.dataset import DatasetSpec, InferSource
-from ..errors import DataError, SpecError
+from ..errors import DataError, RTDETRError, SpecError
 from .categories import CategoryMap
 from .coco import CocoDetection
 from .preprocess import load_rgb, named_images, to_model_input
-from .sources import resolve_image_dir
 from .transforms import multi_scale_resize, scale_choices
 
 log = logging.getLogger(__name__)
@@ -69,13 +68,40 @@ class ShardedBatchSampler:
             yield [(index, self.epoch, batch) for index in chunk]
 
 
+class _Failed:
+    """A user error raised while loading a sample, carried to the main process as the batch itself: DataLoader
+    workers would otherwise re-raise it there as a multi-line "Caught DataError in DataLoader worker process 0"."""
+
+    def __init__(self, error: RTDETRError) -> None:
+        self.error = error
+
+
+class _Guarded(Dataset):
+    """``dataset`` whose user errors become :class:`_Failed` samples (see :class:`EpochLoader`)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.dataset[key]
+        except RTDETRError as error:
+            return _Failed(error)
+
+
 class Collate:
     """Stacks images, keeps targets as a list, drops skipped samples, applies the multi-scale resize."""
 
     def __init__(self, scales: list[tuple[int, int]] | None = None, stop_epoch: int = 0, seed: int = 0) -> None:
         self.scales, self.stop_epoch, self.seed = scales, stop_epoch, seed
 
-    def __call__(self, samples: list[Any]) -> tuple[Tensor, list[dict[str, Any]]]:
+    def __call__(self, samples: list[Any]) -> tuple[Tensor, list[dict[str, Any]]] | _Failed:
+        failed = next((s for s in samples if isinstance(s, _Failed)), None)
+        if failed is not None:
+            return failed
         samples = [s for s in samples if s is not None]
         if not samples:
             return torch.zeros(0, 3, 1, 1), []
@@ -87,12 +113,15 @@ class Collate:
 
 
 class EpochLoader:
-    """Iterates ``(images [B, 3, H, W], targets)`` of the current epoch; see :class:`ShardedBatchSampler`."""
+    """Iterates ``(images [B, 3, H, W], targets)`` of the current epoch; see :class:`ShardedBatchSampler`.
+
+    A user error (:class:`~rtdetr_tao.errors.RTDETRError`) raised while loading a sample is re-raised here as it
+    was raised, also when it happened in a worker process."""
 
     def __init__(self, dataset: Dataset, sampler: ShardedBatchSampler, collate: Collate, workers: int, pin: bool):
         self.dataset, self.sampler = dataset, sampler
         self.loader = DataLoader(
-            dataset,
+            _Guarded(dataset),
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=workers,
@@ -107,7 +136,10 @@ class EpochLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[Tensor, list[dict[str, Any]]]]:
-        return iter(self.loader)
+        for batch in self.loader:
+            if isinstance(batch, _Failed):
+                raise batch.error
+            yield batch
 
 
 def build_train_loader(
@@ -224,8 +256,9 @@ def build_infer_loader(
     workers: int = 0,
     cache_dir: str | None = None,
 ) -> EpochLoader:
-    """Every image under ``source.image_dir`` (folders, archives, s3://), in order, as ``(images, metas)``."""
-    named = named_images([resolve_image_dir(d, cache_dir) for d in source.image_dir])
+    """Every image of ``source.image_dir`` (image files, folders, archives, s3://), in order, as
+    ``(images, metas)``."""
+    named = named_images(source.image_dir, cache_dir)
     if not named:
         raise DataError(f"no images found in {source.image_dir}")
     sampler = ShardedBatchSampler(len(named), batch_size, shuffle=False)

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from ..eval.postprocess import Letterbox
+from .sources import resolve_file, resolve_image_dir
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,24 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def named_images(folders: list[Path]) -> list[tuple[Path, str]]:
-    """(path, path relative to its folder as POSIX) of every image under ``folders``, in order."""
-    return [(p, p.relative_to(folder).as_posix()) for folder in folders for p in list_images(folder)]
+def named_images(uris: list[str], cache_dir: str | None = None) -> list[tuple[Path, str]]:
+    """(path, name relative to its source as POSIX) of every image of ``uris``, in order: a single image file
+    (local or ``s3://``) is named by its file name, a folder, archive or ``s3://`` prefix gives every image under
+    it, sorted."""
+    named: list[tuple[Path, str]] = []
+    for uri in uris:
+        if uri.lower().endswith(IMAGE_SUFFIXES):
+            path = resolve_file(uri, cache_dir)
+            named.append((path, path.name))
+        else:
+            folder = resolve_image_dir(uri, cache_dir)
+            named += [(p, p.relative_to(folder).as_posix()) for p in list_images(folder)]
+    return named
+
+
+def source_images(uri: str, cache_dir: str | None = None) -> list[Path]:
+    """The image paths of one inference or calibration source (see :func:`named_images`)."""
+    return [path for path, _ in named_images([uri], cache_dir)]
 
 
 def to_model_input(

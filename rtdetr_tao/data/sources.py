@@ -7,8 +7,9 @@ Downloads land in the cache folder (``dataset.cache_dir``, else ``$RTDETR_CACHE_
 reused while its size and ETag (kept in ``s3-etags/``) match the bucket's. A key must be a plain relative path that
 maps onto exactly one file inside the cache: a key that is absolute, holds a backslash, an empty, ``.`` or ``..``
 segment, or names a folder of another key is refused. An ``s3://`` prefix is mirrored: cached files whose objects
-left the bucket are removed. Archives (``.tar.gz``, ``.tgz``, ``.tar``) are extracted once, safely: a
-member with an absolute path, ``..``, a link leaving the target, or a device file rejects the archive.
+left the bucket are removed. Archives (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``) are extracted once,
+safely: a member with an absolute path, ``..``, a link leaving the target (any link, in a zip), or a device file
+rejects the archive.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,7 +32,7 @@ from ..io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def is_s3(uri: str) -> bool:
@@ -204,6 +206,23 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise DataError(f"unsafe archive {archive}: member '{member.name}' {problem}; refusing to extract it")
 
 
+def _extract_zip(archive: Path, target: Path) -> None:
+    """Extract a zip after checking every member as :func:`_check_member` does; links are refused outright."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = PurePosixPath(info.filename.replace("\\", "/"))
+            problem = None
+            if name.is_absolute() or (name.parts and name.parts[0].endswith(":")):
+                problem = "has an absolute path"
+            elif ".." in name.parts:
+                problem = "climbs out with '..'"
+            elif (info.external_attr >> 16) & 0o170000 == 0o120000:
+                problem = "is a link"
+            if problem:
+                raise DataError(f"unsafe archive {archive}: member '{info.filename}' {problem}; refusing to extract it")
+        zf.extractall(target)
+
+
 def extract(archive: Path, cache_dir: str | None = None) -> Path:
     """Extract ``archive`` once into the cache (keyed by its path, size and mtime) and return the folder; the
     extraction goes to a temporary folder renamed when complete, so an interrupted one is never reused."""
@@ -216,16 +235,21 @@ def extract(archive: Path, cache_dir: str | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         try:
-            with tarfile.open(archive) as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _check_member(member, archive)
-                tar.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            why = "not a .tar, .tar.gz or .tgz archive" if isinstance(exc, tarfile.ReadError) else str(exc)
+            if archive.name.lower().endswith(".zip"):
+                _extract_zip(archive, tmp)
+            else:
+                with tarfile.open(archive) as tar:
+                    members = tar.getmembers()
+                    for member in members:
+                        _check_member(member, archive)
+                    tar.extractall(tmp, members=members, filter="data")
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+            if isinstance(exc, tarfile.ReadError | zipfile.BadZipFile):
+                why = "not a .tar, .tar.gz, .tgz or .zip archive"
+            else:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(
-                f"cannot read archive {archive}: {why.splitlines()[0] if why else type(exc).__name__} (truncated or "
-                "damaged?); download or create it again"
+                f"cannot read archive {archive}: {why} (truncated or damaged?); download or create it again"
             ) from None
         try:
             os.replace(tmp, target)

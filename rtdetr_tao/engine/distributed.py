@@ -13,15 +13,17 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from .. import relay
 from ..errors import DistributedError
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ def torchrun_command(plan: LaunchPlan, cli_args: Sequence[str]) -> list[str]:
 
 
 def launch(plan: LaunchPlan, cli_args: Sequence[str]) -> int:
-    """Run the workers and wait; returns torchrun's exit code."""
+    """Run the workers and wait; returns torchrun's exit code, or raises the error a worker failed with."""
     env = dict(os.environ)
     env.pop("WORLD_SIZE", None)  # torchrun sets the process-level WORLD_SIZE itself
     env.pop("RANK", None)
@@ -101,7 +103,12 @@ def launch(plan: LaunchPlan, cli_args: Sequence[str]) -> int:
         plan.master_addr,
         plan.master_port,
     )
-    return subprocess.run(command, env=env, check=False).returncode
+    with tempfile.TemporaryDirectory(prefix="rtdetr-errors-") as folder:
+        env[relay.ERROR_DIR_ENV] = folder
+        code = relay.run_filtered(command, env, Path(folder), hold="--debug" not in cli_args)
+        if code:
+            relay.reraise(Path(folder))  # the workers' own one-line error, not torchrun's report
+    return code
 
 
 def maybe_launch(
