@@ -261,8 +261,16 @@ def load_weights(
 
 
 def load_backbone_weights(model: nn.Module, source: str | Path) -> LoadReport:
-    """ImageNet (or any) backbone weights into ``model.backbone``: a bare PResNet state dict or a full detector's."""
-    return load_weights(model, source, prefix="backbone.")
+    """ImageNet (or any) backbone weights into ``model.backbone``: a bare backbone state dict (official PResNet-vd
+    or HGNetv2 ImageNet weights, a plain timm model's) or a full detector's."""
+    from .timm_backbone import TimmBackbone
+
+    if not isinstance(model.backbone, TimmBackbone):
+        return load_weights(model, source, prefix="backbone.")
+    state, kind = read_state_dict(source)
+    report = load_weights(model, model.backbone.timm_state_dict(state), prefix="backbone.")
+    report.source, report.kind = str(source), kind
+    return report
 
 
 _HF_RESNETS: dict[int, dict[str, Any]] = {
@@ -279,6 +287,11 @@ def hf_config(model_spec: ModelSpec | Mapping[str, Any], num_classes: int, class
     transformers = require("transformers", extra="hf", purpose="Hugging Face conversion")
     if isinstance(model_spec, Mapping):
         model_spec = ModelSpec.model_validate(model_spec)
+    if not model_spec.backbone.startswith("resnet_"):
+        raise CheckpointError(
+            f"Hugging Face RT-DETRv2 has ResNet-vd backbones only; model.backbone {model_spec.backbone} "
+            "cannot be expressed in its config"
+        )
     depth = int(model_spec.backbone.removeprefix("resnet_"))
     resnet = _HF_RESNETS[depth]
     out_features = [f"stage{i + 1}" for i in model_spec.return_interm_indices]
