@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from model_fixtures import perturb_
 
 from rtdetr_tao.model.build import build_model
 from rtdetr_tao.model.hgnetv2 import HGNetv2
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "hgnetv2_l_official_features.pt"
 FIXTURE_INPUT = (1, 3, 33, 47)
 """Odd, non-square size: exercises the stem's one-sided padding and the ceil-mode pooling."""
@@ -95,7 +95,9 @@ def compare_backbones(src: types.ModuleType) -> dict[str, float]:
 def compare_full_model(src: types.ModuleType, reference: Path) -> float:
     from src.core import YAMLConfig
 
-    config = YAMLConfig(str(reference / "configs/rtdetrv2/rtdetrv2_hgnetv2_l_6x_coco.yml"), HGNetv2={"pretrained": False})
+    config = YAMLConfig(
+        str(reference / "configs/rtdetrv2/rtdetrv2_hgnetv2_l_6x_coco.yml"), HGNetv2={"pretrained": False}
+    )
     official = config.model.double().eval()
     torch.manual_seed(0)
     ours = build_model({"preset": "hgnetv2_l"}, num_classes=80, eval_spatial_size=(640, 640)).double().eval()

@@ -46,7 +46,7 @@ BACKBONE_FAMILIES: dict[str, Callable[[BackboneEntry, ModelSpec], nn.Module]] = 
 
 
 def build_backbone(model_spec: ModelSpec | dict[str, Any]) -> nn.Module:
-    """The backbone of ``model_spec`` (``model.backbone``, ``return_interm_indices``, ``freeze_at``, ``freeze_norm``)."""
+    """The backbone of ``model_spec``: ``model.backbone``, ``return_interm_indices``, ``freeze_at``, ``freeze_norm``."""
     spec = _spec(model_spec)
     entry = backbone_entry(spec.backbone)
     return BACKBONE_FAMILIES[entry.family](entry, spec)

@@ -180,7 +180,9 @@ class HGStage(nn.Module):
         )
         self.blocks = nn.Sequential(
             *(
-                HGBlock(ch_in if i == 0 else ch_out, ch_mid, ch_out, kernel_size, layer_num, i > 0, light_block, use_lab)
+                HGBlock(
+                    ch_in if i == 0 else ch_out, ch_mid, ch_out, kernel_size, layer_num, i > 0, light_block, use_lab
+                )
                 for i in range(block_num)
             )
         )

@@ -40,15 +40,18 @@ class TimmBackbone(nn.Module):
         super().__init__()
         timm = require("timm", extra="backbones", purpose=f"the {arch} backbone")
         if not timm.is_model(arch.split(".")[0]):
-            raise SpecError(f"model.backbone: timm has no model {arch!r} (timm {timm.__version__}); see timm.list_models()")
+            raise SpecError(
+                f"model.backbone: timm has no model {arch!r} (timm {timm.__version__}); see timm.list_models()"
+            )
         args = dict(model_args or {})
         with torch.device("meta"):  # feature strides without allocating weights
             reductions = timm.create_model(arch, pretrained=False, features_only=True, **args).feature_info.reduction()
         missing = [STAGE_STRIDES[i] for i in return_idx if STAGE_STRIDES[i] not in reductions]
         if missing:
             raise SpecError(
-                f"model.backbone: timm model {arch} has feature levels at strides {reductions}, none at {missing}; choose "
-                "model.return_interm_indices whose strides (4, 8, 16, 32 for stages 0..3) the model provides"
+                f"model.backbone: timm model {arch} has feature levels at strides {reductions}, none at "
+                f"{missing}; choose model.return_interm_indices whose strides (4, 8, 16, 32 for stages 0..3) "
+                "the model provides"
             )
         out_indices = [reductions.index(STAGE_STRIDES[i]) for i in return_idx]
         self.body = timm.create_model(arch, pretrained=False, features_only=True, out_indices=out_indices, **args)
