@@ -43,11 +43,13 @@ def load_trained_model(
 ) -> TrainedModel:
     """Rebuild the model of ``path`` (ours: with the architecture and categories stored in it; official or Hugging
     Face weights: with ``spec.model`` and the categories of the dataset) and load its weights (EMA when present)."""
+    from ..catalog import resolve_weights
     from ..config.model import ModelSpec
     from ..data.categories import CategoryMap, category_map_from_sources
     from ..model.build import build_model
     from ..model.weights import load_torch_file, load_weights
 
+    path = resolve_weights(path)
     if not Path(path).exists():
         raise CheckpointError(f"checkpoint {path} does not exist; set evaluate.checkpoint / inference.checkpoint")
     raw = load_torch_file(Path(path)) if Path(path).is_file() else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ from .decoder import RTDETRTransformerv2
 from .encoder import HybridEncoder
 from .postprocess import PostProcessor
 from .rtdetr import RTDETR
+
+log = logging.getLogger(__name__)
 
 
 def _spec(model_spec: ModelSpec | dict[str, Any]) -> ModelSpec:
@@ -110,7 +113,7 @@ def build_model(
     if spec.pretrained_backbone_path:
         from .weights import load_backbone_weights
 
-        load_backbone_weights(model, spec.pretrained_backbone_path)
+        log.info("backbone weights: %s", load_backbone_weights(model, spec.pretrained_backbone_path).summary())
     if not spec.train_backbone:
         model.backbone.requires_grad_(False)
     return model
