@@ -79,7 +79,7 @@ def check_backbone(name: str) -> str:
         if name in UNSUPPORTED_TAO_BACKBONES
         else "unknown backbone"
     )
-    raise ValueError(f"model.backbone {name!r}: {why}; use one of {', '.join(BACKBONES)} or timm:<timm model name>")
+    raise ValueError(f"{name!r}: {why}; use one of {', '.join(BACKBONES)} or timm:<timm model name>")
 
 
 def backbone_entry(name: str) -> BackboneEntry:

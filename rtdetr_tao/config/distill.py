@@ -55,7 +55,7 @@ class DistillSpec(Section):
         schema_extra={"automl_frozen": True},
     )
     pretrained_teacher_model_path: str | None = spec_field(
-        None, description="Trained teacher weights (any format rtdetr loads).", automl=False
+        None, description="Trained teacher weights (any format rtdetr loads, or a weights-catalog name).", automl=False
     )
     bindings: list[BindingSpec] = spec_field(
         [BindingSpec(student_module_name="srcs", teacher_module_name="srcs", criterion="IOU")],

@@ -134,7 +134,8 @@ class TrainSpec(Section):
     )
     pretrained_model_path: str | None = spec_field(
         None,
-        description="Weights to start from: our checkpoint, an official RT-DETRv2 release or Hugging Face.",
+        description="Weights to start from: our checkpoint, an official RT-DETRv2 release, Hugging Face, or a "
+        "weights-catalog name such as rtdetrv2_s_coco (rtdetr weights list).",
         automl=False,
     )
     clip_grad_norm: float = spec_field(0.1, ge=0.0, description="Gradient L2-norm clipping; 0 disables it.")
