@@ -91,6 +91,7 @@ def test_every_backbone_has_the_declared_stage_channels(name: str) -> None:
         ("efficientvit_b0", "efficientvit_b0", {}, [1, 2, 3]),
         ("efficientvit_l0", "efficientvit_l1", {"depths": (1, 1, 1, 4, 4)}, [0, 2, 3]),
         ("timm:resnet18", "resnet18", {}, [1, 2, 3]),
+        ("timm:mobilenetv3_small_050", "mobilenetv3_small_050", {}, [1, 2, 3]),  # BatchNormAct2d, frozen
     ],
 )
 def test_timm_backbones_load_timm_checkpoints_and_equal_timm(
@@ -189,3 +190,22 @@ def test_each_family_trains_evaluates_and_exports(tmp_path, shapes, backbone: st
     assert main(["export", "-e", str(path), f"export.checkpoint={checkpoint}", f"export.onnx_file={onnx_file}"]) == 0
     status = (tmp_path / "results" / "export" / "status.json").read_text().splitlines()
     assert json.loads(status[-1])["kpi"]["onnx_max_abs_diff"] < 1e-3
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("backbone", ["hgnetv2_l", "efficientvit_b0", "timm:mobilenetv3_small_050"])
+def test_optimize_for_inference_keeps_each_familys_outputs(backbone: str) -> None:
+    """Folding touches only conv → norm pairs it can prove adjacent: HGNetv2's are all folded, timm modules that
+    merely have ``conv`` and ``norm`` / ``bn`` children (BatchNormAct2d: an activation inside) are left alone."""
+    from rtdetr_tao.model.backbone import FrozenBatchNorm2d
+    from rtdetr_tao.model.optimize import optimize_for_inference
+
+    torch.manual_seed(0)
+    model = perturb_(build_model({**TINY_MODEL, "preset": None, "backbone": backbone}, num_classes=3).eval())
+    x = torch.rand(2, 3, 64, 64)
+    fast = optimize_for_inference(model)
+    expected, got = model(x), fast(x)
+    for key in ("pred_logits", "pred_boxes"):
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+    if backbone.startswith("hgnetv2"):
+        assert not any(isinstance(m, torch.nn.BatchNorm2d | FrozenBatchNorm2d) for m in fast.backbone.modules())

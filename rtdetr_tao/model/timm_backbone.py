@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpecError, require
-from .backbone import freeze_batch_norm
 
 STAGE_STRIDES = (4, 8, 16, 32)
 """Stride of backbone stage 0..3; ``return_idx`` picks the timm feature levels with these reductions."""
@@ -22,7 +21,7 @@ class TimmBackbone(nn.Module):
         arch: timm model name (``convnext_tiny``, ``efficientvit_b0``, any model with ``features_only``).
         return_idx: stages (0..3, strides 4/8/16/32) whose outputs are returned.
         freeze_at: -1 freezes nothing; ``n >= 0`` freezes everything before stage 0 (the stem) and stages 0..n-1.
-        freeze_norm: replace every BatchNorm by a frozen BatchNorm (LayerNorms stay trainable).
+        freeze_norm: replace every BatchNorm by timm's frozen BatchNorm (LayerNorms stay trainable).
         model_args: architecture arguments for ``timm.create_model``.
 
     The timm model sits at ``body``; timm flattens its top-level sequential modules (``stages.0`` becomes
@@ -60,8 +59,8 @@ class TimmBackbone(nn.Module):
         self.out_strides = [STAGE_STRIDES[i] for i in self.return_idx]
         if freeze_at >= 0:
             self._freeze(freeze_at)
-        if freeze_norm:
-            freeze_batch_norm(self)
+        if freeze_norm:  # timm's own: it also freezes its BatchNormAct2d (BatchNorm + activation) layers
+            self.body = timm.layers.freeze_batch_norm_2d(self.body)
 
     def _freeze(self, freeze_at: int) -> None:
         """Freeze the body's modules up to (excluding) the one that produces stage ``freeze_at``."""
