@@ -150,7 +150,10 @@ def resolve_weights(value: str, *, catalog: dict[str, WeightsEntry] | None = Non
     """
     catalog = CATALOG if catalog is None else catalog
     if value in catalog:
-        return str(fetch(value, catalog[value], progress=progress))
+        entry = catalog[value]
+        needs = ", ".join(f"model.{k}={v}" for k, v in entry.model.items())
+        log.info("weights '%s' (%s) are made for %s", value, entry.description, needs)
+        return str(fetch(value, entry, progress=progress))
     if _looks_like_name(value):
         close = difflib.get_close_matches(value, list(catalog), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
