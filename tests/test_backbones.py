@@ -209,3 +209,18 @@ def test_optimize_for_inference_keeps_each_familys_outputs(backbone: str) -> Non
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
     if backbone.startswith("hgnetv2"):
         assert not any(isinstance(m, torch.nn.BatchNorm2d | FrozenBatchNorm2d) for m in fast.backbone.modules())
+
+
+def test_official_hgnetv2_imagenet_layout_loads_into_the_backbone(tmp_path) -> None:
+    """The official PPHGNetV2_*_ssld_pretrained_from_paddle.pth files are bare HGNetv2 state dicts (the official
+    module loads them with strict=True, whose names equal ours: benchmarks/hgnetv2_parity.py); such a file fills
+    every backbone tensor through model.pretrained_backbone_path."""
+    parity = _parity_script()
+    source = parity.seeded_backbone("L").float()
+    path = tmp_path / "PPHGNetV2_L_ssld_pretrained_from_paddle.pth"
+    torch.save(source.state_dict(), path)
+    spec = {**TINY_MODEL, "preset": None, "backbone": "hgnetv2_l", "pretrained_backbone_path": str(path)}
+    model = build_model(spec, num_classes=3)
+    for key, value in source.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            torch.testing.assert_close(model.backbone.state_dict()[key], value, rtol=0, atol=0)
