@@ -96,6 +96,8 @@ def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
         print(_overview(prog, actions))
         return 0
     name, rest = positional[0], positional[1:] + flags
+    if name == "weights" and prog == "rtdetr":
+        return _weights(prog, rest)
     if name not in actions:
         close = difflib.get_close_matches(name, list(actions), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
@@ -131,6 +133,19 @@ def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
     return 0
 
 
+def _weights(prog: str, argv: list[str]) -> int:
+    """``rtdetr weights list``: the named pretrained weights (:mod:`rtdetr_tao.catalog`)."""
+    parser = _Parser(prog=f"{prog} weights", description="Named pretrained weights.")
+    parser.add_argument("command", choices=["list"], help="list: print the catalog and the cache folder.")
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
+    parser.parse_args(argv)
+    from .catalog import format_catalog
+
+    print(format_catalog())
+    return 0
+
+
 def _action_parser(prog: str, name: str, action: Action) -> _Parser:
     parser = _Parser(
         prog=f"{prog} {name}",
@@ -158,6 +173,8 @@ def _overview(prog: str, actions: dict[str, Action]) -> str:
     width = max(map(len, actions))
     lines = [f"usage: {prog} <action> -e spec.yaml [key=value ...] [--dry-run] [--debug]", "", "actions:"]
     lines += [f"  {name:<{width}}  {action.help}" for name, action in actions.items()]
+    if prog == "rtdetr":
+        lines += ["", f"{prog} weights list: named pretrained weights (catalog names work as weights paths)."]
     lines += ["", f"'{prog} <action> --help' for an action's options."]
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rtdetr_tao.config import load_spec
+from rtdetr_tao.config.backbones import BACKBONES
 
 S3_TRAIN = "s3://bucket/data/train"
 S3_EVAL = "s3://bucket/data/eval"
@@ -24,7 +25,7 @@ CALIB_SOURCES = (
 )
 CHECKPOINT = "/results/train_job/results_dir/model_epoch_000.pth"
 ONNX_FILE = "/results/export_job/results_dir/rtdetr.onnx"
-BACKBONE = "model.backbone=resnet_50"  # TAO's fan_small / convnext are not ResNet-vd
+BACKBONE = "model.backbone=resnet_50"  # TAO's fan_small is not implemented (tests/test_backbones.py)
 
 # Each TAO reference spec with only its data paths ("???" paths included) and its unsupported backbone overridden.
 TAO_SPECS = {
@@ -62,6 +63,12 @@ TAO_SPECS = {
 
 def test_every_reference_spec_is_covered(tao_specs_dir):
     assert sorted(p.name for p in tao_specs_dir.glob("*.yaml")) == sorted(TAO_SPECS)
+
+
+@pytest.mark.parametrize("backbone", [b for b in BACKBONES if BACKBONES[b].family != "hgnetv2"])
+def test_tao_train_spec_takes_each_tao_backbone(tao_specs_dir, backbone):
+    overrides = [TRAIN_SOURCES, VAL_SOURCES, f"model.backbone={backbone}", "model.pretrained_backbone_path=/ptm/b.pth"]
+    assert load_spec(tao_specs_dir / "train.yaml", overrides, action="train").spec.model.backbone == backbone
 
 
 @pytest.mark.parametrize("name", sorted(TAO_SPECS))

@@ -55,7 +55,10 @@ class DistillSpec(Section):
         schema_extra={"automl_frozen": True},
     )
     pretrained_teacher_model_path: str | None = spec_field(
-        None, path="file", description="Trained teacher weights (any format rtdetr loads).", automl=False
+        None,
+        path="file",
+        description="Trained teacher weights (any format rtdetr loads, or a weights-catalog name).",
+        automl=False,
     )
     bindings: list[BindingSpec] = spec_field(
         [BindingSpec(student_module_name="srcs", teacher_module_name="srcs", criterion="IOU")],

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from .automl import AutoMLSpec
+from .backbones import lr_backbone as official_lr_backbone
 from .dataset import DatasetSpec
 from .deploy import GenTrtEngineSpec
 from .distill import DistillSpec
@@ -15,7 +16,7 @@ from .fields import Section, spec_field
 from .model import ModelSpec
 from .quantize import QuantizeSpec
 from .tasks import EvaluateSpec, ExportSpec, InferenceSpec
-from .train import SCALE_ADAPTIVE_LR_BACKBONE, TrainSpec
+from .train import TrainSpec
 
 
 class WandBSpec(Section):
@@ -86,7 +87,7 @@ class ExperimentSpec(Section):
     def lr_backbone(self) -> float:
         """``train.optim.lr_backbone``, or RT-DETRv2's scale-adaptive value for the backbone."""
         set_value = self.train.optim.lr_backbone
-        return set_value if set_value is not None else SCALE_ADAPTIVE_LR_BACKBONE[self.model.backbone]
+        return set_value if set_value is not None else official_lr_backbone(self.model.backbone)
 
     @property
     def clip_grad_norm(self) -> float:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
+from .backbones import BACKBONES, check_backbone
 from .fields import Section, spec_field
 
-Backbone = Literal["resnet_18", "resnet_34", "resnet_50", "resnet_101"]
-Preset = Literal["s", "m", "m_star", "l", "x"]
+Preset = Literal["s", "m", "m_star", "l", "x", "hgnetv2_l", "hgnetv2_x", "hgnetv2_h"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's five sizes, as the reference configs define them (rtdetrv2_r*vd_*.yml).
@@ -23,6 +23,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dim_feedforward": 2048,
         "feat_channels": [384, 384, 384],
     },
+    # rtdetrv2_hgnetv2_{l,x,h}_6x_coco.yml: the R50 recipe with the HGNetv2 backbone (frozen stem, frozen norms);
+    # X widens the encoder to 384, H to 512 with two AIFI layers. Backbone lr: config.backbones.BACKBONES.
+    "hgnetv2_l": {"backbone": "hgnetv2_l"},
+    "hgnetv2_x": {
+        "backbone": "hgnetv2_x",
+        "enc_hidden_dim": 384,
+        "dim_feedforward": 2048,
+        "feat_channels": [384, 384, 384],
+    },
+    "hgnetv2_h": {
+        "backbone": "hgnetv2_h",
+        "enc_hidden_dim": 512,
+        "dim_feedforward": 2048,
+        "enc_layers": 2,
+        "feat_channels": [512, 512, 512],
+    },
 }
 """Values a ``model.preset`` fills in for the keys the spec does not set itself."""
 
@@ -35,19 +51,25 @@ class ModelSpec(Section):
 
     preset: Preset | None = spec_field(
         None,
-        description="Paper size whose settings fill every model key this spec leaves unset: "
-        "s (R18), m (R34), m_star (R50, expansion 0.5, eval_idx 2), l (R50), x (R101). "
-        "null: use the keys as given.",
+        description="Official RT-DETRv2 size whose settings fill every model key this spec leaves unset: "
+        "s (R18), m (R34), m_star (R50, expansion 0.5, eval_idx 2), l (R50), x (R101), "
+        "hgnetv2_l / hgnetv2_x / hgnetv2_h (HGNetv2, encoder width 256 / 384 / 512). null: use the keys as given.",
         automl=False,
     )
     pretrained_backbone_path: str | None = spec_field(
         None,
         path="file",
-        description="Weights file (official PResNet-vd ImageNet weights or a state dict) for the backbone.",
+        description="Backbone weights: official PResNet-vd / HGNetv2 ImageNet weights, a timm checkpoint, a state "
+        "dict, or a weights-catalog name (rtdetr weights list).",
         automl=False,
     )
-    backbone: Backbone = spec_field(
-        "resnet_50", description="ResNet-vd backbone (deep stem, avg-pool shortcuts).", automl=False
+    backbone: str = spec_field(
+        "resnet_50",
+        description="Backbone: resnet_18/34/50/101 (ResNet-vd), hgnetv2_l/x/h (official RT-DETRv2 HGNetv2), "
+        "convnext_tiny/small/base/large/xlarge, efficientvit_b0..b3 / l0..l3 (timm), or timm:<timm model name> "
+        "(any timm model with features_only). TAO's fan_* backbones are not supported.",
+        automl=False,
+        schema_extra={"examples": list(BACKBONES)},
     )
     train_backbone: bool = spec_field(True, description="False freezes every backbone parameter.")
     freeze_at: int = spec_field(
@@ -188,6 +210,11 @@ class ModelSpec(Section):
             data = {**data, "backbone_names": names}
         return data
 
+    @field_validator("backbone")
+    @classmethod
+    def _check_backbone(cls, value: str) -> str:
+        return check_backbone(value)
+
     @model_validator(mode="after")
     def _check_levels(self) -> ModelSpec:
         n_in = len(self.return_interm_indices)
@@ -206,7 +233,7 @@ class ModelSpec(Section):
         if list(self.feat_strides) != expected_strides:
             raise ValueError(
                 f"model.feat_strides {self.feat_strides} do not match return_interm_indices "
-                f"{self.return_interm_indices}; the ResNet strides of those stages are {expected_strides}"
+                f"{self.return_interm_indices}; the strides of those backbone stages are {expected_strides}"
             )
         if len(self.feat_channels) != n_in:
             raise ValueError(

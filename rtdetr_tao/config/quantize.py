@@ -72,7 +72,9 @@ class QuantizeSpec(Section):
     default_activation_dtype: QuantDtype = spec_field(
         "native", description="Activation dtype of modules no rule matches.", schema_extra={"enum": DTYPE_ENUM}
     )
-    model_path: str | None = spec_field(None, path="file", description="Checkpoint to quantize.", automl=False)
+    model_path: str | None = spec_field(
+        None, path="file", description="Checkpoint to quantize (a path or a weights-catalog name).", automl=False
+    )
     results_dir: str | None = spec_field(
         None, path="output", description="Output folder; null: results_dir/quantize.", automl=False
     )

@@ -6,7 +6,10 @@ from typing import Literal
 
 from .fields import Section, spec_field
 
-CHECKPOINT_HELP = "our .pth checkpoint, official RT-DETRv2 weights, a Hugging Face directory, or an exported .onnx"
+CHECKPOINT_HELP = (
+    "our .pth checkpoint, official RT-DETRv2 weights, a Hugging Face directory, an exported .onnx, or a "
+    "weights-catalog name (rtdetr weights list)"
+)
 
 
 class EvaluateSpec(Section):

@@ -6,10 +6,12 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from .backbones import BACKBONES
 from .fields import Section, spec_field
 
-SCALE_ADAPTIVE_LR_BACKBONE = {"resnet_18": 1e-4, "resnet_34": 5e-5, "resnet_50": 1e-5, "resnet_101": 1e-6}
-"""RT-DETRv2's backbone learning rate per backbone (paper, Table 1), used when ``lr_backbone`` is null."""
+SCALE_ADAPTIVE_LR_BACKBONE = {name: entry.lr_backbone for name, entry in BACKBONES.items()}
+"""RT-DETRv2's backbone learning rate per backbone (paper, Table 1; official HGNetv2 configs), used when
+``lr_backbone`` is null; backbones without an official recipe (and ``timm:*``) use :data:`DEFAULT_LR_BACKBONE`."""
 
 
 class OptimSpec(Section):
@@ -34,7 +36,7 @@ class OptimSpec(Section):
         gt=0.0,
         le=1.0,
         description="Backbone learning rate; null: RT-DETRv2's scale-adaptive value (1e-4 / 5e-5 / 1e-5 / 1e-6 "
-        "for ResNet-18 / 34 / 50 / 101).",
+        "for ResNet-18 / 34 / 50 / 101, 5e-6 / 1e-6 / 5e-6 for HGNetv2-L / X / H, 1e-5 otherwise).",
         automl=True,
         math_cond="> 0.0",
         search_range=(1e-6, 1e-4),
@@ -138,7 +140,8 @@ class TrainSpec(Section):
     pretrained_model_path: str | None = spec_field(
         None,
         path="file",
-        description="Weights to start from: our checkpoint, an official RT-DETRv2 release or Hugging Face.",
+        description="Weights to start from: our checkpoint, an official RT-DETRv2 release, Hugging Face, or a "
+        "weights-catalog name such as rtdetrv2_s_coco (rtdetr weights list).",
         automl=False,
     )
     strict_load: bool = spec_field(

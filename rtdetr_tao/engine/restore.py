@@ -55,11 +55,13 @@ def load_trained_model(
     ``eval_spatial_size`` (H, W): the input size asked for explicitly (by ``size_key``); None: the size the checkpoint
     was trained at (640 x 640 for weights that do not record it). An explicit size other than the trained one is
     logged as a warning: a DETR's accuracy drops sharply away from its training resolution."""
+    from ..catalog import resolve_weights
     from ..config.model import ModelSpec
     from ..data.categories import CategoryMap, category_map_from_sources
     from ..model.build import build_model
     from ..model.weights import load_torch_file, load_weights
 
+    path = resolve_weights(path)
     if not Path(path).exists():
         raise CheckpointError(f"checkpoint {path} does not exist; set evaluate.checkpoint / inference.checkpoint")
     raw = load_torch_file(Path(path)) if Path(path).is_file() else {}

@@ -46,7 +46,7 @@ class FrozenBatchNorm2d(nn.Module):
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
     """Replace every ``nn.BatchNorm2d`` in ``module`` (or ``module`` itself) by a :class:`FrozenBatchNorm2d`
     carrying its statistics; returns the (possibly new) module."""
-    if isinstance(module, nn.BatchNorm2d):
+    if type(module) is nn.BatchNorm2d:  # not subclasses, which may add more (timm's BatchNormAct2d: an activation)
         frozen = FrozenBatchNorm2d(module.num_features, module.eps)
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(frozen, name).copy_(getattr(module, name).detach())

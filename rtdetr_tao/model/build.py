@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from ..config.backbones import BackboneEntry, backbone_entry
 from ..config.model import ModelSpec
 from .backbone import PResNet
 from .decoder import RTDETRTransformerv2
@@ -13,9 +16,43 @@ from .encoder import HybridEncoder
 from .postprocess import PostProcessor
 from .rtdetr import RTDETR
 
+log = logging.getLogger(__name__)
+
 
 def _spec(model_spec: ModelSpec | dict[str, Any]) -> ModelSpec:
     return model_spec if isinstance(model_spec, ModelSpec) else ModelSpec.model_validate(model_spec)
+
+
+def _resnet(entry: BackboneEntry, spec: ModelSpec) -> nn.Module:
+    return PResNet(int(entry.arch), spec.return_interm_indices, spec.freeze_at, spec.freeze_norm)
+
+
+def _hgnetv2(entry: BackboneEntry, spec: ModelSpec) -> nn.Module:
+    from .hgnetv2 import HGNetv2
+
+    return HGNetv2(entry.arch, spec.return_interm_indices, spec.freeze_at, spec.freeze_norm)
+
+
+def _timm(entry: BackboneEntry, spec: ModelSpec) -> nn.Module:
+    from .timm_backbone import TimmBackbone
+
+    return TimmBackbone(entry.arch, spec.return_interm_indices, spec.freeze_at, spec.freeze_norm, entry.kwargs)
+
+
+BACKBONE_FAMILIES: dict[str, Callable[[BackboneEntry, ModelSpec], nn.Module]] = {
+    "resnet": _resnet,
+    "hgnetv2": _hgnetv2,
+    "timm": _timm,
+}
+"""Builder of each backbone family of :data:`rtdetr_tao.config.backbones.BACKBONES`; each returns a module with
+``out_channels`` / ``out_strides`` whose forward maps [B, 3, H, W] to one map per ``return_interm_indices`` stage."""
+
+
+def build_backbone(model_spec: ModelSpec | dict[str, Any]) -> nn.Module:
+    """The backbone of ``model_spec``: ``model.backbone``, ``return_interm_indices``, ``freeze_at``, ``freeze_norm``."""
+    spec = _spec(model_spec)
+    entry = backbone_entry(spec.backbone)
+    return BACKBONE_FAMILIES[entry.family](entry, spec)
 
 
 def build_model(
@@ -34,12 +71,7 @@ def build_model(
     ``pretrained_backbone_path`` is loaded through :func:`rtdetr_tao.model.weights.load_backbone_weights`.
     """
     spec = _spec(model_spec)
-    backbone = PResNet(
-        int(spec.backbone.removeprefix("resnet_")),
-        return_idx=spec.return_interm_indices,
-        freeze_at=spec.freeze_at,
-        freeze_norm=spec.freeze_norm,
-    )
+    backbone = build_backbone(spec)
     encoder = HybridEncoder(
         in_channels=backbone.out_channels,
         feat_strides=spec.feat_strides,
@@ -81,7 +113,7 @@ def build_model(
     if spec.pretrained_backbone_path:
         from .weights import load_backbone_weights
 
-        load_backbone_weights(model, spec.pretrained_backbone_path)
+        log.info("backbone weights: %s", load_backbone_weights(model, spec.pretrained_backbone_path).summary())
     if not spec.train_backbone:
         model.backbone.requires_grad_(False)
     return model

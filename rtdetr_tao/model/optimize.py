@@ -43,15 +43,36 @@ def _reparameterize(block: RepVggBlock) -> nn.Sequential:
     return nn.Sequential(conv3, block.act)
 
 
+def _conv_then(module: nn.Module, norm_name: str) -> bool:
+    """Whether ``module`` applies its ``norm_name`` child right after its ``conv`` child: HGNetv2's ConvBNAct, or a
+    Sequential with the two adjacent (not any module that merely has both names, e.g. in a timm backbone)."""
+    from .hgnetv2 import ConvBNAct
+
+    names = list(module._modules)
+    if "conv" not in names or norm_name not in names:
+        return False
+    if type(module) is ConvBNAct:
+        return True
+    return isinstance(module, nn.Sequential) and names.index(norm_name) == names.index("conv") + 1
+
+
 def _fold(module: nn.Module) -> None:
     """In place: every ``conv`` + ``norm`` pair folded, every RepVGG block re-parameterised."""
     for name, child in module.named_children():
         if isinstance(child, RepVggBlock):
             setattr(module, name, _reparameterize(child))
             continue
-        conv, norm = getattr(child, "conv", None), getattr(child, "norm", None)
-        if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d | FrozenBatchNorm2d):
-            child.conv, child.norm = fuse_conv_norm(conv, norm), nn.Identity()
+        for norm_name in ("norm", "bn"):  # ours and the reference's ConvNormLayer; HGNetv2's ConvBNAct
+            if not _conv_then(child, norm_name):
+                continue
+            conv, norm = child.conv, getattr(child, norm_name)
+            padded = isinstance(conv, nn.Sequential) and isinstance(conv[-1], nn.Conv2d)  # HGNetv2's one-sided pad
+            if (isinstance(conv, nn.Conv2d) or padded) and type(norm) in (nn.BatchNorm2d, FrozenBatchNorm2d):
+                if padded:
+                    conv[-1] = fuse_conv_norm(conv[-1], norm)
+                else:
+                    child.conv = fuse_conv_norm(conv, norm)
+                setattr(child, norm_name, nn.Identity())
         _fold(child)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..catalog import resolve_weights
 from ..config.model import ModelSpec
 from ..errors import CheckpointError, require
 from ..io import atomic_write_json
@@ -60,6 +61,8 @@ _HF_RENAMES: list[tuple[str, Any]] = [
     (r"\.(?:mlp\.)?fc1\.", ".linear1."),
     (r"\.(?:mlp\.)?fc2\.", ".linear2."),
 ]
+CLASS_HEADS = ("dec_score_head.", "enc_score_head.", "denoising_class_embed.")
+"""Names of the tensors whose shape depends on the class count."""
 _NOT_WEIGHTS = ("num_batches_tracked", "decoder.anchors", "decoder.valid_mask")
 _PREFIXES = ("module.", "model.", "ema.")
 
@@ -136,8 +139,12 @@ class LoadReport:
             return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
         parts = [f"{len(self.loaded)} tensors loaded from {self.kind} weights {self.source}"]
-        if self.skipped:
-            parts.append(f"{len(self.skipped)} skipped: " + few([f"{k} ({why})" for k, why in self.skipped]))
+        heads = [k for k, _ in self.skipped if any(h in k for h in CLASS_HEADS)]
+        if heads:
+            parts.append(f"class heads kept at initial values ({len(heads)} tensors for another class count)")
+        others = [(k, why) for k, why in self.skipped if k not in heads]
+        if others:
+            parts.append(f"{len(others)} skipped: " + few([f"{k} ({why})" for k, why in others]))
         if self.missing:
             parts.append(f"{len(self.missing)} left at initial values: {few(self.missing)}")
         if self.unexpected:
@@ -182,7 +189,8 @@ def read_state_dict(
 ) -> tuple[dict[str, Tensor], str]:
     """The model state dict in ``source`` with our names, and the kind of file it came from.
 
-    ``source``: a path to one of our checkpoints, an official RT-DETRv2 release (state dict under ``model`` or
+    ``source``: a weights-catalog name (:mod:`rtdetr_tao.catalog`, downloaded on first use), a path to one of our
+    checkpoints, an official RT-DETRv2 release (state dict under ``model`` or
     ``ema.module``), a TAO checkpoint (``state_dict``), a plain state dict, a Hugging Face directory
     (``config.json`` + ``model.safetensors``) or ``.safetensors`` file; or an already loaded mapping.
     ``prefer_ema``: take the EMA weights when the checkpoint has both.
@@ -190,7 +198,7 @@ def read_state_dict(
     if isinstance(source, Mapping):
         raw: Any = source
     else:
-        path = Path(source)
+        path = Path(resolve_weights(str(source)))
         if path.is_dir():
             raw = _read_hf_dir(path)
         elif not path.is_file():
@@ -300,8 +308,16 @@ def check_fit(report: LoadReport, *, strict: bool, key: str) -> None:
 
 
 def load_backbone_weights(model: nn.Module, source: str | Path) -> LoadReport:
-    """ImageNet (or any) backbone weights into ``model.backbone``: a bare PResNet state dict or a full detector's."""
-    return load_weights(model, source, prefix="backbone.")
+    """ImageNet (or any) backbone weights into ``model.backbone``: a bare backbone state dict (official PResNet-vd
+    or HGNetv2 ImageNet weights, a plain timm model's) or a full detector's."""
+    from .timm_backbone import TimmBackbone
+
+    if not isinstance(model.backbone, TimmBackbone):
+        return load_weights(model, source, prefix="backbone.")
+    state, kind = read_state_dict(source)
+    report = load_weights(model, model.backbone.timm_state_dict(state), prefix="backbone.")
+    report.source, report.kind = str(source), kind
+    return report
 
 
 _HF_RESNETS: dict[int, dict[str, Any]] = {
@@ -318,6 +334,11 @@ def hf_config(model_spec: ModelSpec | Mapping[str, Any], num_classes: int, class
     transformers = require("transformers", extra="hf", purpose="Hugging Face conversion")
     if isinstance(model_spec, Mapping):
         model_spec = ModelSpec.model_validate(model_spec)
+    if not model_spec.backbone.startswith("resnet_"):
+        raise CheckpointError(
+            f"Hugging Face RT-DETRv2 has ResNet-vd backbones only; model.backbone {model_spec.backbone} "
+            "cannot be expressed in its config"
+        )
     depth = int(model_spec.backbone.removeprefix("resnet_"))
     resnet = _HF_RESNETS[depth]
     out_features = [f"stage{i + 1}" for i in model_spec.return_interm_indices]
