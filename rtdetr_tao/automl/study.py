@@ -306,6 +306,7 @@ class Search:
     def _launch(self, trial: Any, trial_dir: Path, overrides: dict[str, Any], resume: Path | None) -> TrialOutcome:
         spec_path = trial_dir / "spec.yaml"
         data = trial_spec(self.base, overrides, str(trial_dir))
+        data.setdefault("train", {}).setdefault("plots", False)  # no report per trial unless the spec asks
         if resume is not None:
             data.setdefault("train", {})["resume_training_checkpoint_path"] = str(resume)
         atomic_write_text(spec_path, yaml.safe_dump(data, sort_keys=False))
