@@ -203,7 +203,7 @@ def test_report_renders_in_headless_chromium(evaluation, tmp_path: Path) -> None
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page_path.as_uri()],
         check=True, capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
-    assert "confusion_matrix.png" in dom and "<td class=\"class\">b</td>" in dom
+    assert "confusion_matrix.png" in dom and '<td class="class">b</td>' in dom
     assert _png_size(shot) == (1400, 3000)
     with Image.open(shot) as image:
         colors = len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))

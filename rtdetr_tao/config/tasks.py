@@ -49,6 +49,11 @@ class InferenceSpec(Section):
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
     outline_width: int = spec_field(3, ge=1, description="Box outline thickness in pixels.")
     is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+    track: bool = spec_field(
+        False,
+        description="Videos and streams: attach ByteTrack ids to each frame's detections, in the JSON lines "
+        "(track_ids) and the drawing (#id). Needs pip install 'rtdetr-tao[track]'.",
+    )
 
 
 class ExportSpec(Section):

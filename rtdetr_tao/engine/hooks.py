@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..outputs.progress import format_seconds
 from ..outputs.status import StatusLogger
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .ema import unwrap
@@ -245,13 +246,6 @@ def eta_seconds(trainer: Any) -> float:
     per_step = (time.time() - state.epoch_start_time) / state.epoch_steps_run
     left = (trainer.num_epochs - state.epoch) * state.steps_per_epoch - state.step_in_epoch
     return per_step * left
-
-
-def format_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class StatusHook(Hook):
