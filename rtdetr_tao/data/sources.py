@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import DataError, require
+from ..outputs.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def download(uri: str, cache_dir: str | None = None, client: Any = None) -> Path
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(fd)
     try:
-        client.download_file(bucket, key, tmp)
+        with Progress(f"download {uri}", total=head.get("ContentLength"), unit="B") as bar:
+            client.download_file(bucket, key, tmp, Callback=bar.update)
         os.replace(tmp, target)
     except Exception as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -168,7 +170,11 @@ def extract(archive: Path, cache_dir: str | None = None) -> Path:
                 members = tar.getmembers()
                 for member in members:
                     _check_member(member, archive)
-                tar.extractall(tmp, members=members, filter="data")
+                total = sum(m.size for m in members)
+                with Progress(f"extract {archive.name}", total=total, unit="B") as bar:
+                    for member in members:  # one at a time: progress in bytes
+                        tar.extract(member, tmp, filter="data")
+                        bar.update(member.size)
         except tarfile.TarError as exc:
             raise DataError(f"cannot read archive {archive}: {exc}") from None
         try:

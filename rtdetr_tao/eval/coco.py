@@ -16,6 +16,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ..errors import DataError, SpecError
 from ..outputs.coco_json import coco_results
+from ..outputs.progress import stage
 from .detections import ImageDetections
 
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -171,7 +172,8 @@ def coco_evaluation(
     evaluated = set(eval_image_ids)
     results = coco_results([d for d in detections if d.image_id in evaluated], label_to_category)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
+    desc = f"COCO evaluation ({len(eval_image_ids)} images, {len(category_ids)} classes, {len(results)} detections)"
+    with stage(desc), quiet:
         coco_dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.imgIds = eval_image_ids

@@ -1,6 +1,6 @@
 """Progress of long steps: a tqdm bar on a terminal; in logs (not a terminal) one line per ``every_percent`` of the
 total, or every ``every_s`` seconds when the total is unknown, each with the rate and the ETA. Silent where
-``enabled`` is false (ranks other than 0). Torch-free.
+``enabled`` is false; by default only the process of rank 0 (``RANK`` unset or 0) shows progress. Torch-free.
 
     with Progress("COCO evaluation", total=len(images), unit="img") as progress:
         for image in images:
@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("rtdetr_tao.progress")
@@ -28,11 +32,13 @@ class Progress:
         total: float | None = None,
         *,
         unit: str = "it",
-        enabled: bool = True,
+        enabled: bool | None = None,
         tty: bool | None = None,
         every_percent: float = 10.0,
         every_s: float = 30.0,
     ) -> None:
+        if enabled is None:
+            enabled = os.environ.get("RANK", "0") in ("", "0")
         self.desc, self.total, self.unit, self.enabled = desc, total or None, unit, enabled
         self.every_percent, self.every_s = every_percent, every_s
         self.tty = sys.stderr.isatty() if tty is None else tty
@@ -116,3 +122,29 @@ def format_seconds(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@contextmanager
+def stage(desc: str, *, every_s: float = 30.0, enabled: bool | None = None) -> Iterator[None]:
+    """A long call that reports no progress of its own (ONNX export, engine build, COCOeval): a log line when it
+    starts, one every ``every_s`` seconds while it runs (elapsed time), and one with its duration when it ends."""
+    if enabled is None:
+        enabled = os.environ.get("RANK", "0") in ("", "0")
+    if not enabled:
+        yield
+        return
+    log.info("%s ...", desc)
+    start, done = time.monotonic(), threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(every_s):
+            log.info("%s: still running, %s elapsed", desc, format_seconds(time.monotonic() - start))
+
+    thread = threading.Thread(target=heartbeat, name="progress-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    log.info("%s: done in %.1f s", desc, time.monotonic() - start)
