@@ -352,11 +352,10 @@ def _html(
     def cell(value: float) -> str:
         return "n/a" if value < 0 else f"{value:.4f}"
 
-    summary = "".join(
-        f"<tr><th>{key}</th><td class='num'>{cell(getattr(metrics, key))}</td></tr>" for key in SUMMARY_KEYS
-    )
-    summary += f"<tr><th>images</th><td class='num'>{metrics.num_images}</td></tr>"
-    summary += f"<tr><th>detections</th><td class='num'>{metrics.num_detections}</td></tr>"
+    keys = [*SUMMARY_KEYS, "images", "detections"]
+    values = [cell(getattr(metrics, key)) for key in SUMMARY_KEYS] + [metrics.num_images, metrics.num_detections]
+    summary = "<tr>" + "".join(f"<th>{key}</th>" for key in keys) + "</tr>"
+    summary += "<tr>" + "".join(f"<td class='num'>{value}</td>" for value in values) + "</tr>"
     gt_per_class = analysis.confusion.sum(axis=1)[:-1]
     rows = []
     for k, name in enumerate(analysis.class_names):
