@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 PLOT_SIZE = (8.0, 6.0)  # inches; at PLOT_DPI a plot is 800 x 600 pixels (wider for many classes)
 PLOT_DPI = 100
 MAX_LEGEND = 20  # classes named in a PR legend; more make it unreadable
-GALLERY_SIDE = 640  # longest side of a gallery image in pixels
+GALLERY_SIDE = 480  # longest side of a gallery image in pixels
 
 PLOTS = {
     "pr_curve_iou50.png": "Precision–recall per class, IoU 0.50",
@@ -287,6 +287,8 @@ def _write_gallery(
         try:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
+            scale = GALLERY_SIDE / max(image.size)  # small images grow, large ones shrink: tags stay readable
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
         except OSError as exc:
             log.warning("report gallery: cannot read %s (%s); left out", path, exc)
             continue
@@ -295,7 +297,7 @@ def _write_gallery(
             for a in coco_gt.imgToAnns.get(errors.image_id, [])
             if not a.get("iscrowd", 0) and a["category_id"] in names_by_category
         ]
-        gt_boxes = np.asarray([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
+        gt_boxes = scale * np.asarray([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
         drawn = draw_ground_truth(
             image, gt_boxes, [names_by_category[a["category_id"]] for a in anns], color_map=colors
         )
@@ -306,13 +308,12 @@ def _write_gallery(
             keep = [i for i, c in enumerate(categories) if c in names_by_category]
             drawn = draw_detections(
                 drawn,
-                found.boxes[keep],
+                scale * found.boxes[keep],
                 found.scores[keep],
                 [names_by_category[categories[i]] for i in keep],
                 color_map=colors,
                 outline_width=2,
             )
-        drawn.thumbnail((GALLERY_SIDE, GALLERY_SIDE))
         name = f"{rank:02d}_{Path(path).stem}.jpg"
         with atomic_open(folder / name, "wb") as handle:
             drawn.save(handle, format="JPEG", quality=90)
