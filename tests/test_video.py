@@ -134,7 +134,8 @@ def test_tracking_attaches_stable_ids(tmp_path) -> None:
     _moving_box.calls = 0
     result = annotate_video(clip, tmp_path / "out", _moving_box, ["a", "b"], [1, 3], conf_threshold=0.5, track=True)
     ids = [line["track_ids"] for line in _lines(result.jsonl)]
-    assert all(len(i) == 1 for i in ids[1:]) and len({i[0] for i in ids[1:]}) == 1  # one object, one id
+    assert ids[0] == [-1]  # a track is confirmed on its second frame
+    assert all(len(i) == 1 for i in ids[1:]) and len({i[0] for i in ids[1:]}) == 1 and ids[1][0] >= 0  # one id
 
 
 def test_stream_key_reads_a_url_and_needs_something_to_read(trained, clip, tmp_path, capsys) -> None:  # noqa: F811

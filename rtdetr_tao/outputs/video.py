@@ -1,7 +1,7 @@
 """The files of video and stream inference: ``videos/<name>_annotated.<ext>`` (boxes drawn, the input's codec and
 frame rate) and ``videos/<name>.jsonl`` (one JSON object per frame: ``frame``, ``timestamp`` in seconds,
 ``boxes`` [[x1, y1, x2, y2]] in pixels, ``scores``, ``classes`` (names), ``category_ids`` and, with tracking,
-``track_ids``). Torch-free.
+``track_ids``, -1 for a detection in no confirmed track). Torch-free.
 
 Ctrl-C stops cleanly: the frames done so far are in a finalised video and complete JSON lines.
 """
@@ -112,11 +112,11 @@ class _Tracker:
         detections = self.sv.Detections(
             xyxy=found.boxes.reshape(-1, 4), confidence=found.scores, class_id=found.labels.astype(int)
         )
-        tracked = self.tracker.update(detections)
-        ids = np.asarray(tracked.tracker_id if tracked.tracker_id is not None else [], dtype=np.int64).reshape(-1)
-        keep = ids >= 0  # -1: a track not yet confirmed
-        kept = ImageDetections(found.image_id, tracked.xyxy[keep], tracked.confidence[keep], tracked.class_id[keep])
-        return kept, ids[keep]
+        tracked = self.tracker.update(detections)  # every detection, reordered; id -1: in no confirmed track
+        if tracked.tracker_id is None:
+            return found, np.full(len(found), -1, dtype=np.int64)
+        ids = np.asarray(tracked.tracker_id, dtype=np.int64).reshape(-1)
+        return ImageDetections(found.image_id, tracked.xyxy, tracked.confidence, tracked.class_id), ids
 
 
 def annotate_video(
@@ -207,7 +207,10 @@ def _write_frame(
     if tracker is not None:
         found, track_ids = tracker.update(found)
     labels = [names[int(label)] for label in found.labels]
-    shown = labels if track_ids is None else [f"{n} #{t}" for n, t in zip(labels, track_ids, strict=True)]
+    if track_ids is None:
+        shown = labels
+    else:
+        shown = [f"{n} #{t}" if t >= 0 else n for n, t in zip(labels, track_ids, strict=True)]
     tag_colors = {s: colors[n] for s, n in zip(shown, labels, strict=True)}
     video.write(draw_detections(frame.image, found.boxes, found.scores, shown, color_map=tag_colors,
                                 outline_width=outline_width))  # fmt: skip
