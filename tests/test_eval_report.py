@@ -208,3 +208,13 @@ def test_report_renders_in_headless_chromium(evaluation, tmp_path: Path) -> None
     with Image.open(shot) as image:
         colors = len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
     assert colors > 50  # the plots were decoded and painted, not a blank page
+
+
+def test_missing_matplotlib_names_the_extra(evaluation, tmp_path, monkeypatch) -> None:
+    import sys
+
+    from rtdetr_tao.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(DependencyError, match=r"pip install 'rtdetr-tao\[report\]'"):
+        _write(evaluation, tmp_path / "report")
