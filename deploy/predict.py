@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from rtdetr_tao.data.preprocess import load_rgb, to_model_input
 from rtdetr_tao.errors import DataError
@@ -34,10 +35,16 @@ def detect_batch(
     backend: Backend, paths: Sequence[Path], image_ids: Sequence[int]
 ) -> list[tuple[ImageDetections, tuple[int, int]]]:
     """Run ``backend`` on the images at ``paths`` → (detections in original pixels, original (w, h)) per image."""
+    images = [load_rgb(path) for path in paths]
+    found = detect_images(backend, images, image_ids)
+    return list(zip(found, [image.size for image in images], strict=True))
+
+
+def detect_images(backend: Backend, images: Sequence[Image.Image], image_ids: Sequence[int]) -> list[ImageDetections]:
+    """Run ``backend`` on RGB ``images`` → their detections in original pixels."""
     meta = backend.metadata
     arrays, sizes, scales, letterboxes = [], [], [], []
-    for path in paths:
-        image = load_rgb(path)
+    for image in images:
         array, letterbox = to_model_input(image, tuple(meta.input_size), meta.preserve_aspect_ratio)
         arrays.append(array)
         sizes.append(image.size)
@@ -58,7 +65,7 @@ def detect_batch(
             ImageDetections(image_id, outputs["boxes"][i], outputs["scores"][i], outputs["labels"][i])
             for i, image_id in enumerate(image_ids)
         ]
-    return list(zip(found, sizes, strict=True))
+    return found
 
 
 def detect(

@@ -17,6 +17,7 @@ import numpy as np
 from rtdetr_tao.errors import DataError, DependencyError, ExportError, require
 from rtdetr_tao.io import atomic_write_bytes
 from rtdetr_tao.metadata import read_metadata
+from rtdetr_tao.outputs.progress import stage
 
 from .calibration import CalibrationBatches, CalibrationCache
 
@@ -130,7 +131,8 @@ def build_engine(
 
     log.info("building TensorRT engine (%s, batch %d/%d/%d) from %s", settings.data_type, settings.min_batch,
              settings.opt_batch, settings.max_batch, onnx_path)  # fmt: skip
-    serialized = builder.build_serialized_network(network, config)
+    with stage("TensorRT engine build"):
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(
             f"TensorRT failed to build an engine from {onnx_path}; rerun with gen_trt_engine.verbose=true"

@@ -11,6 +11,7 @@ import argparse
 import difflib
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -62,7 +63,9 @@ def run_cli(prog: str, actions: dict[str, Action], argv: Sequence[str] | None = 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        return _run(prog, actions, argv)
+        code = _run(prog, actions, argv)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at interpreter exit
+        return code
     except RTDETRError as exc:
         if debug:
             traceback.print_exc()
@@ -72,6 +75,9 @@ def run_cli(prog: str, actions: dict[str, Action], argv: Sequence[str] | None = 
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`rtdetr ... | head`): stop quietly, as `yes | head` does
+        _silence_stdout()
+        return 141
     except Exception as exc:  # a bug, not a user error: say so
         if debug:
             traceback.print_exc()
@@ -81,6 +87,15 @@ def run_cli(prog: str, actions: dict[str, Action], argv: Sequence[str] | None = 
                 file=sys.stderr,
             )
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout (e.g. captured by a test)
+        pass
 
 
 def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:

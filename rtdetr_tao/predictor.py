@@ -101,13 +101,23 @@ class Predictor:
         """A PyTorch predictor from any weights file ``rtdetr`` loads (ours carry their classes; for official or
         Hugging Face weights pass an ``ExperimentSpec`` with the model and dataset). ``input_size`` (H, W): None
         runs the model at the size it was trained at (640 x 640 when the file does not record it)."""
-        import torch
 
         from .config import ExperimentSpec
         from .engine.restore import load_trained_model
 
         spec = spec or ExperimentSpec()
         trained = load_trained_model(str(path), spec, eval_spatial_size=input_size, size_key="input_size")
+        return cls.from_trained(trained, device=device)
+
+    @classmethod
+    def from_trained(
+        cls, trained: Any, *, device: Any = "cpu", input_size: tuple[int, int] | None = None,
+        preserve_aspect_ratio: bool = False,
+    ) -> Predictor:
+        """A PyTorch predictor from a loaded ``TrainedModel`` (see ``engine.restore.load_trained_model``);
+        ``input_size`` (H, W) None: the size it was loaded at."""
+        import torch
+
         model = trained.fast_model().to(device)
 
         def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +128,8 @@ class Predictor:
         cmap = trained.category_map
         return cls(
             run, class_names=cmap.category_names, label_to_category=cmap.label_to_category,
-            input_size=trained.input_size, num_select=trained.model_spec.num_select,
+            input_size=input_size or trained.input_size, num_select=trained.model_spec.num_select,
+            preserve_aspect_ratio=preserve_aspect_ratio,
         )  # fmt: skip
 
     @classmethod
@@ -158,11 +169,25 @@ class Predictor:
     def predict(self, images: ImageLike | Sequence[ImageLike], threshold: float = 0.5) -> list[Detections]:
         """Detections with score >= ``threshold`` for one image or a list (paths, PIL images or uint8 arrays)."""
         single = isinstance(images, str | Path | Image.Image | np.ndarray)
-        found = self.predict_raw([images] if single else list(images))
-        out = []
-        for detections in found:
-            kept = detections.filter(threshold)
-            labels = np.asarray(kept.labels, dtype=np.int64)
-            ids = np.asarray(self.label_to_category, dtype=np.int64)[labels]
-            out.append(Detections(kept.boxes, kept.scores, labels, ids, [self.class_names[i] for i in labels]))
-        return out
+        return [self._detections(d, threshold) for d in self.predict_raw([images] if single else list(images))]
+
+    def predict_video(
+        self, source: str | Path, threshold: float = 0.5, *, batch_size: int = 1
+    ) -> Iterator[tuple[int, Detections]]:
+        """``(frame_index, Detections)`` for every frame of a video file or a stream URL (PyAV decodes it), e.g.
+        ``for k, found in predictor.predict_video("clip.mp4"): tracker.update_with_detections(found.to_supervision())``.
+        """
+        from .data.video import VideoReader
+        from .outputs.video import batches
+
+        with VideoReader(source, live="://" in str(source)) as reader:
+            for batch in batches(iter(reader), batch_size):
+                found = self.predict_raw([frame.image for frame in batch])
+                for frame, detections in zip(batch, found, strict=True):
+                    yield frame.index, self._detections(detections, threshold)
+
+    def _detections(self, detections: ImageDetections, threshold: float) -> Detections:
+        kept = detections.filter(threshold)
+        labels = np.asarray(kept.labels, dtype=np.int64)
+        ids = np.asarray(self.label_to_category, dtype=np.int64)[labels]
+        return Detections(kept.boxes, kept.scores, labels, ids, [self.class_names[i] for i in labels])

@@ -323,7 +323,8 @@ def test_search_records_failures_and_goes_on(tmp_path) -> None:
     status = [json.loads(line) for line in (out / "status.json").read_text().splitlines()]
     assert [s["status"] for s in status] == ["STARTED"] + ["RUNNING"] * 6 + ["SUCCESS"]
     assert status[-1]["kpi"]["best_val_mAP"] == pytest.approx(float(best["val_mAP"]))
-    assert (out / "trial_003" / "spec.yaml").exists()
+    trial = load_spec(out / "trial_003" / "spec.yaml", action="train").spec
+    assert trial.train.plots is False and best_spec.train.plots is True  # no report per trial; the best run has one
 
 
 def test_hyperband_prunes_weak_trials(tmp_path) -> None:

@@ -130,6 +130,22 @@ def test_console_entry_point_runs_as_module(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("args", [["--help"], ["export", "--dry-run", "-e", "SPEC"]])
+def test_a_closed_pipe_ends_quietly(tmp_path, args) -> None:
+    """`rtdetr ... | head`: the reader is gone before anything is written; no traceback, no "internal error"."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("export: {checkpoint: model.pth, onnx_file: model.onnx}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rtdetr_tao.cli", *[str(spec) if a == "SPEC" else a for a in args]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # as `head` exits
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert stderr == ""
+
+
 def test_flags_may_come_before_the_action(tmp_path, capsys) -> None:
     from rtdetr_tao.cli import main
 

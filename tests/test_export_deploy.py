@@ -19,7 +19,7 @@ from PIL import Image
 from rtdetr_deploy.calibration import CalibrationBatches, CalibrationCache
 from rtdetr_deploy.cli import main as deploy_main
 from test_data import s3_server  # noqa: F401 - the loopback S3 fixture
-from test_train import TINY_MODEL
+from test_train import TINY_MODEL, _check_report
 
 from rtdetr_tao.cli import main
 from rtdetr_tao.data.preprocess import load_rgb, to_model_input
@@ -142,6 +142,8 @@ def test_evaluate_pytorch_and_deploy_onnx_agree_local_and_s3(trained, s3_server)
     deployed = json.loads((trained["root"] / "results" / "deploy_evaluate" / "results.json").read_text())
     for key in ("AP", "AP50", "AP75", "AR100"):
         assert abs(ours[key] - deployed[key]) < 1e-3, key
+    for action in ("evaluate", "deploy_evaluate"):
+        _check_report(trained["root"] / "results" / action / "report")
     # the tiny model scores ~0 AP, so compare the detections themselves: PyTorch eval loader vs deploy pipeline
     from rtdetr_deploy.predict import detect
     from rtdetr_deploy.runtime import open_backend

@@ -90,12 +90,27 @@ def test_train_then_evaluate(tmp_path, data) -> None:
     assert running and {"val_mAP", "val_mAP50"} <= set(running[-1]["kpi"])
     checkpoint = torch.load(out / "model_epoch_001.pth", weights_only=True)
     assert checkpoint["category_map"]["label_to_category"] == [1, 3, 5, 7]
+    _check_report(out / "report")  # train.plots defaults to true
+    assert (out / "report" / "curves.png").is_file() and "curves.png" in (out / "report" / "report.html").read_text()
 
     assert main(["evaluate", "-e", str(spec), f"evaluate.checkpoint={out / 'model_epoch_001.pth'}"]) == 0
     results = json.loads((tmp_path / "results" / "evaluate" / "results.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "test_mAP"} <= set(results)
     final = _status(tmp_path / "results" / "evaluate" / "status.json")[-1]
     assert final["status"] == "SUCCESS" and final["kpi"]["test_mAP"] == results["AP"]
+    _check_report(tmp_path / "results" / "evaluate" / "report")
+
+
+def _check_report(folder: Path) -> None:
+    """A report with every plot, one table row per synthetic class, and only links to files beside it."""
+    from rtdetr_tao.outputs.report import PLOTS
+
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert all((folder / name).is_file() for name in PLOTS)
+    for name in ("rectangle", "ellipse", "triangle", "cross"):
+        assert f"<td class='class'>{name}</td>" in page
+    for src in re.findall(r"<img src='([^']+)'", page):
+        assert (folder / src).is_file(), src
 
 
 def test_error_paths(tmp_path, data, capsys) -> None:
@@ -104,7 +119,8 @@ def test_error_paths(tmp_path, data, capsys) -> None:
     assert "/nope.pth does not exist" in capsys.readouterr().err
     assert main(["evaluate", "-e", str(spec), "evaluate.checkpoint=/nope.pth"]) == 2
     assert "/nope.pth does not exist" in capsys.readouterr().err
-    assert main(["train", "-e", str(spec), "train.num_epochs=1"]) == 0
+    assert main(["train", "-e", str(spec), "train.num_epochs=1", "train.plots=false"]) == 0
+    assert not (tmp_path / "results" / "train" / "report").exists()
     latest = tmp_path / "results" / "train" / "rtdetr_model_latest.pth"
     code = main(["train", "-e", str(spec), "model.hidden_dim=64", f"train.resume_training_checkpoint_path={latest}"])
     assert code == 2 and "model.hidden_dim" in capsys.readouterr().err

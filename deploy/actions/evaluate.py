@@ -1,16 +1,17 @@
 """``rtdetr-deploy evaluate``: COCO metrics of a TensorRT engine or ONNX file on ``dataset.test_data_sources``.
 
-The same preprocessing, post-processing, metrics and ``results.json`` as ``rtdetr evaluate``; every test image
-counts, also those left without detections by ``evaluate.conf_threshold``.
+The same preprocessing, post-processing, metrics, ``results.json`` and ``report/`` as ``rtdetr evaluate``; every
+test image counts, also those left without detections by ``evaluate.conf_threshold``.
 """
 
 from __future__ import annotations
 
 from rtdetr_tao.config import ExperimentSpec
 from rtdetr_tao.errors import SpecError
-from rtdetr_tao.eval.coco import CocoMetrics, coco_from_file, evaluate_coco
+from rtdetr_tao.eval.coco import CocoMetrics, coco_evaluation, coco_from_file
 from rtdetr_tao.outputs.job import job_outputs
 from rtdetr_tao.outputs.metrics import write_metrics
+from rtdetr_tao.outputs.report import write_report
 
 from ..predict import detect
 from ..runtime import open_backend
@@ -35,17 +36,27 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
         locator = ImageLocator(image_dir, source.json_file)
         items = [(i, locator.find(str(coco_gt.imgs[i]["file_name"]))) for i in sorted(coco_gt.getImgIds())]
         detections = [d.filter(cfg.conf_threshold) for _, d, _ in detect(backend, items, batch)]
-        metrics = evaluate_coco(
+        evaluation = coco_evaluation(
             coco_gt,
             detections,
             meta.label_to_category,
             category_names=dict(zip(meta.label_to_category, meta.class_names, strict=True)),
             eval_class_ids=spec.dataset.eval_class_ids,
         )
+        metrics = evaluation.metrics
         kpi = metrics.kpi("test")
-        context = {"model": str(cfg.trt_engine), "conf_threshold": cfg.conf_threshold, **kpi}
-        write_metrics(job.out_dir / "results.json", metrics, context)
+        context = {"model": str(cfg.trt_engine), "conf_threshold": cfg.conf_threshold}
+        write_metrics(job.out_dir / "results.json", metrics, {**context, **kpi})
         print(metrics.table())
+        paths = dict(items)
+        write_report(
+            job.out_dir / "report",
+            evaluation,
+            meta.label_to_category,
+            image_path=paths.get,
+            title=f"Evaluation of {cfg.trt_engine}",
+            context=context,
+        )
         job.final_fields = {"kpi": kpi}
         job.final_message = f"Evaluation finished: mAP {metrics.AP:.4f}, mAP50 {metrics.AP50:.4f}."
         return metrics

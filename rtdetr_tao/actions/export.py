@@ -28,6 +28,7 @@ from ..engine.setup import start_job
 from ..errors import ExportError, SpecError, require
 from ..metadata import METADATA_KEY, ModelMetadata, write_sidecar
 from ..model.postprocess import PostProcessor
+from ..outputs.progress import stage
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def export_onnx(module: ExportModule, path: Path, size: tuple[int, int], *, batc
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
     os.close(fd)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with stage(f"ONNX export to {path.name}"), warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
             torch.onnx.export(
                 module, example, tmp, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
@@ -159,7 +160,8 @@ def run(spec: ExperimentSpec) -> Path:
         export_onnx(module, path, size, batch=cfg.batch_size, opset=cfg.opset_version, verbose=cfg.verbose)
         if cfg.simplify:
             onnxslim = require("onnxslim", extra="onnx", purpose="export.simplify")
-            onnxslim.slim(str(path), str(path))
+            with stage(f"onnxslim on {path.name}"):
+                onnxslim.slim(str(path), str(path))
         metadata = ModelMetadata(
             class_names=list(trained.category_map.category_names),
             label_to_category=list(trained.category_map.label_to_category),
@@ -175,7 +177,8 @@ def run(spec: ExperimentSpec) -> Path:
         batch = "dynamic" if cfg.batch_size == -1 else str(cfg.batch_size)
         message = f"Exported {path} (opset {cfg.opset_version}, {batch} batch)"
         if cfg.check_parity and not cfg.is_quantized:
-            worst = check_parity(module, path, size, cfg.batch_size)
+            with stage("parity check: ONNX Runtime vs PyTorch"):
+                worst = check_parity(module, path, size, cfg.batch_size)
             if not worst <= PARITY_ATOL:
                 raise ExportError(
                     f"ONNX Runtime disagrees with PyTorch on {path}: max difference {worst:.3g} > {PARITY_ATOL}; "

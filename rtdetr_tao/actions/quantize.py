@@ -31,6 +31,7 @@ from ..engine.restore import load_trained_model
 from ..engine.setup import select_device, start_job
 from ..errors import SpecError, require
 from ..io import atomic_write_json
+from ..outputs.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,13 @@ def run(spec: ExperimentSpec) -> Path:
         )
 
         def calibrate(module: nn.Module) -> None:
-            with torch.no_grad():
+            total = min(cfg.calibration_batches, len(images))
+            with torch.no_grad(), Progress("calibration", total=total, unit="batch") as progress:
                 for index, (batch, _) in enumerate(images):
                     if index == cfg.calibration_batches:
                         break
                     module(batch.to(device))
+                    progress.update()
 
         def coco_map(module: nn.Module) -> dict[str, float] | None:
             if calib.json_file is None:

@@ -2,7 +2,8 @@
 
 Writes under ``results_dir/train/``: ``experiment.yaml`` (the resolved spec), ``status.json``,
 ``log.txt``, TensorBoard events in ``events/``, ``model_epoch_XXX.pth`` (+ ``-EMA``),
-``rtdetr_model_latest.pth``, ``model_best.pth`` and ``val_metrics.json``.
+``rtdetr_model_latest.pth``, ``model_best.pth``, ``val_metrics.json`` and, unless ``train.plots`` is false,
+``report/`` (``curves.png`` and the evaluation report of the best validation, see :mod:`rtdetr_tao.outputs.report`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from torch import nn
 
 from ..config import ExperimentSpec
 from ..engine import distributed as dist
-from ..engine.checkpoint import find_latest, load_checkpoint, state_digest
+from ..engine.checkpoint import BEST, find_latest, load_checkpoint, state_digest
 from ..engine.ema import ModelEMA, unwrap
 from ..engine.hooks import (
     BestCheckpointHook,
     CheckpointHook,
     EvalHook,
+    PlotsHook,
     ProgressHook,
     StatusHook,
     TensorBoardHook,
@@ -33,7 +35,7 @@ from ..engine.predict import gather_predictions, predict
 from ..engine.setup import JobContext, start_job
 from ..engine.trainer import Hook, LossFn, Trainer, epoch_text
 from ..errors import CheckpointError, SpecError
-from ..eval.coco import evaluate_coco
+from ..eval.coco import CocoEvaluation, coco_evaluation
 from ..model.criterion import to_float
 from ..outputs.metrics import write_metrics
 
@@ -156,27 +158,49 @@ def train(
         )
         extra = {"spec": spec.model_dump(mode="json"), "category_map": category_map.to_dict()}
         hooks: list[Hook] = []
+        validations: list[CocoEvaluation] = []  # rank 0: the newest validation only
+        val_paths: dict[int, Path] = {}
         if spec.dataset.val_data_sources is not None:
             val_loader, coco_gt = build_eval_loader(
                 spec.dataset, "val", category_map=category_map, world_size=ctx.world_size, rank=ctx.rank
             )
+            val_paths = {record.image_id: record.path for record in val_loader.dataset.records}
             hooks.append(
                 EvalHook(
                     spec.train.validation_interval,
-                    _validator(spec, ctx, val_loader, coco_gt, category_map, criterion, trainer),
+                    _validator(spec, ctx, val_loader, coco_gt, category_map, criterion, trainer, validations),
                     use_ema=not spec.train.ema.validate_original_weights,
                 )
             )
         if ctx.is_main:
+            best_hook = BestCheckpointHook(
+                ctx.out_dir, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
+            )
             hooks += [
                 CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
-                BestCheckpointHook(
-                    ctx.out_dir, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
-                ),
+                best_hook,
                 StatusHook(ctx.status),
                 TensorBoardHook(ctx.out_dir / "events"),
                 ProgressHook(),
             ]
+            if spec.train.plots:
+
+                def report(evaluation: CocoEvaluation, curves: Path | None) -> None:
+                    from ..outputs.report import write_report
+
+                    epoch = best_hook.best_epoch
+                    write_report(
+                        ctx.out_dir / "report",
+                        evaluation,
+                        category_map.label_to_category,
+                        image_path=val_paths.get,
+                        title=f"Validation of {BEST if epoch is not None else 'the last epoch'}",
+                        context={"results": str(ctx.out_dir), "best epoch": epoch, "monitor": best_hook.monitor},
+                        curves=curves,
+                    )
+
+                last = lambda: validations[-1] if validations else None  # noqa: E731
+                hooks.append(PlotsHook(ctx.out_dir / "report", ctx.status.path, best_hook, last, report))
         elif spec.train.early_stopping_patience is not None:
             hooks.append(
                 BestCheckpointHook(
@@ -218,8 +242,11 @@ def detection_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext, 
     return loss_fn
 
 
-def _validator(spec, ctx, loader, coco_gt, category_map, criterion, trainer) -> Callable[[nn.Module], dict]:
-    """COCO validation on every rank; metrics computed on rank 0 and shared."""
+def _validator(
+    spec, ctx, loader, coco_gt, category_map, criterion, trainer, keep: list[CocoEvaluation]
+) -> Callable[[nn.Module], dict]:
+    """COCO validation on every rank; metrics computed on rank 0 and shared; rank 0 keeps the newest
+    evaluation in ``keep`` when ``train.plots`` asks for a report."""
 
     def validate(model: nn.Module) -> dict[str, float]:
         detections, losses = predict(
@@ -233,13 +260,16 @@ def _validator(spec, ctx, loader, coco_gt, category_map, criterion, trainer) -> 
         detections, losses = gather_predictions(detections, losses, ctx.device)
         kpi: dict[str, float] | None = None
         if ctx.is_main:
-            metrics = evaluate_coco(
+            evaluation = coco_evaluation(
                 coco_gt,
                 detections,
                 category_map.label_to_category,
                 category_names=category_map.names_by_category,
                 eval_class_ids=spec.dataset.eval_class_ids,
             )
+            metrics = evaluation.metrics
+            if spec.train.plots:
+                keep[:] = [evaluation]
             kpi = {**metrics.kpi("val"), "val_loss": losses.get("loss", float("nan"))}
             write_metrics(ctx.out_dir / "val_metrics.json", metrics, {"epoch": trainer.state.epoch, **kpi})
         return dist.broadcast_object(kpi)

@@ -28,6 +28,7 @@ from ..config.loader import apply_override
 from ..config.schema import action_schema
 from ..errors import RTDETRError, SpecError, require
 from ..io import atomic_write_text
+from ..outputs.progress import Progress
 from ..outputs.status import StatusLogger
 from .space import Param, build_space, dependencies, sample_overrides
 from .trials import TrialOutcome, TrialRunner, run_trial
@@ -227,11 +228,15 @@ class Search:
             self.cfg.study_name,
             self.storage_shown,
         )
+        progress = Progress("automl trials", total=self.cfg.num_trials, unit="trial", every_percent=0.1)
+        progress.update(self.counted())
         while (done := self.counted()) < self.cfg.num_trials:
             if self.cfg.timeout is not None and time.monotonic() - started > self.cfg.timeout:
                 log.info("automl: timeout of %g s reached; no new trials from this worker", self.cfg.timeout)
                 break
             self._one_trial(done + 1)
+            progress.update(self.counted() - progress.done)
+        progress.close()
         return self.study
 
     def _one_trial(self, position: int) -> None:
@@ -306,6 +311,7 @@ class Search:
     def _launch(self, trial: Any, trial_dir: Path, overrides: dict[str, Any], resume: Path | None) -> TrialOutcome:
         spec_path = trial_dir / "spec.yaml"
         data = trial_spec(self.base, overrides, str(trial_dir))
+        data.setdefault("train", {}).setdefault("plots", False)  # no report per trial unless the spec asks
         if resume is not None:
             data.setdefault("train", {})["resume_training_checkpoint_path"] = str(resume)
         atomic_write_text(spec_path, yaml.safe_dump(data, sort_keys=False))

@@ -31,10 +31,14 @@ class CalibrationSource(Section):
 
 
 class InferSource(Section):
-    """Inference images (folders, archives or single images) and the class-name file."""
+    """Inference images and videos (folders, archives, image or video files), a live stream, and the class-name
+    file."""
 
     image_dir: list[str] = spec_field(
-        ..., path="images", min_length=1, description="Image folders, archives or image files, local or s3://."
+        ...,
+        path="images",
+        description="Image folders, archives, image files or video files (mp4, avi, mov, mkv; folders may hold "
+        "videos too), local or s3://; [] with stream set.",
     )
     classmap: str | None = spec_field(
         None,
@@ -42,6 +46,18 @@ class InferSource(Section):
         description="Class names, local or s3://: one per category in id order, or TAO's one per id 0..max; "
         "null: names from the checkpoint.",
     )
+    stream: str | None = spec_field(
+        None,
+        description="A camera or network stream read with FFmpeg (rtsp://..., http(s)://..., /dev/video0); "
+        "inference runs until the stream ends or Ctrl-C and writes videos/stream_annotated.mp4 and "
+        "videos/stream.jsonl. Needs pip install 'rtdetr-tao[video]'.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_read(self) -> InferSource:
+        if not self.image_dir and not self.stream:
+            raise ValueError("image_dir is empty: list image folders or videos, or set stream (a camera or stream URL)")
+        return self
 
     @field_validator("image_dir", mode="before")
     @classmethod

@@ -67,6 +67,11 @@ class InferenceSpec(Section):
     )
     outline_width: int = spec_field(3, ge=1, description="Box outline thickness in pixels.")
     is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+    track: bool = spec_field(
+        False,
+        description="Videos and streams: attach ByteTrack ids to each frame's detections, in the JSON lines "
+        "(track_ids) and the drawing (#id). Needs pip install 'rtdetr-tao[track]'.",
+    )
 
 
 class ExportSpec(Section):

@@ -171,6 +171,13 @@ class TrainSpec(Section):
     device: Literal["auto", "cpu", "cuda"] = spec_field(
         "auto", description="auto: CUDA when available, else CPU.", automl=False
     )
+    plots: bool = spec_field(
+        True,
+        description="At the end, write report/ in the results folder: the evaluation report of the best "
+        "validation (PR curves, confusion matrix, ..., report.html) and curves.png (val_mAP and losses per "
+        "epoch). AutoML trials default to false.",
+        automl=False,
+    )
 
     @model_validator(mode="after")
     def _gpu_ids(self) -> TrainSpec:

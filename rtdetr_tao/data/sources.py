@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import DataError, require
 from ..io import atomic_write_text
+from ..outputs.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ def download(uri: str, cache_dir: str | None = None, client: Any = None) -> Path
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     os.close(fd)
     try:
-        client.download_file(bucket, key, tmp)
+        with Progress(f"download {uri}", total=head.get("ContentLength"), unit="B") as bar:
+            client.download_file(bucket, key, tmp, Callback=bar.update)
         os.replace(tmp, target)
     except Exception as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -242,7 +244,11 @@ def extract(archive: Path, cache_dir: str | None = None) -> Path:
                     members = tar.getmembers()
                     for member in members:
                         _check_member(member, archive)
-                    tar.extractall(tmp, members=members, filter="data")
+                    total = sum(m.size for m in members)
+                    with Progress(f"extract {archive.name}", total=total, unit="B") as bar:
+                        for member in members:  # one at a time: progress in bytes
+                            tar.extract(member, tmp, filter="data")
+                            bar.update(member.size)
         except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, tarfile.ReadError | zipfile.BadZipFile):
                 why = "not a .tar, .tar.gz, .tgz or .zip archive"

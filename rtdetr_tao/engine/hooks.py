@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..outputs.progress import format_seconds
 from ..outputs.status import StatusLogger
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .ema import unwrap
@@ -94,6 +95,7 @@ class BestCheckpointHook(Hook):
         self.extra = extra
         self.patience = patience
         self.best: float | None = None
+        self.best_epoch: int | None = None
         self.bad_rounds = 0
 
     def after_epoch(self) -> None:
@@ -105,7 +107,7 @@ class BestCheckpointHook(Hook):
         if value is None or not math.isfinite(value):
             return
         if self.best is None or (value > self.best if self.maximize else value < self.best):
-            self.best, self.bad_rounds = value, 0
+            self.best, self.best_epoch, self.bad_rounds = value, state.epoch, 0
             save_checkpoint(
                 self.directory / BEST,
                 {
@@ -124,6 +126,42 @@ class BestCheckpointHook(Hook):
                 f"early stopping: {self.monitor} has not improved on {self.best:.4f} for {self.bad_rounds} validations"
             )
             log.info(state.stop_reason)
+
+
+class PlotsHook(Hook):
+    """At the end of training, writes ``folder/curves.png`` (val_mAP and losses per epoch, from ``status_file``)
+    and the evaluation report of the best checkpoint's validation (the last validation when the best epoch had
+    none, e.g. with ``monitor_name: train_loss``). Runs after :class:`BestCheckpointHook` and :class:`StatusHook`.
+
+    ``last_validation()`` returns the newest validation's evaluation (None before the first);
+    ``write_report(evaluation, curves)`` writes the report into ``folder``.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        status_file: str | Path,
+        best: BestCheckpointHook,
+        last_validation: Callable[[], Any],
+        write_report: Callable[[Any, Path | None], Any],
+    ):
+        self.folder, self.status_file = Path(folder), Path(status_file)
+        self.best_hook, self.last_validation, self.write_report = best, last_validation, write_report
+        self.best: Any = None
+
+    def after_epoch(self) -> None:
+        if self.trainer.state.metrics and self.best_hook.best_epoch == self.trainer.state.epoch:
+            self.best = self.last_validation()
+
+    def after_train(self) -> None:
+        from ..outputs.report import plot_training_curves
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        curves = plot_training_curves(self.status_file, self.folder / "curves.png")
+        evaluation = self.best or self.last_validation()
+        if evaluation is not None:
+            self.write_report(evaluation, curves)
+        log.info("training plots in %s", self.folder)
 
 
 class TensorBoardHook(Hook):
@@ -210,13 +248,6 @@ def eta_seconds(trainer: Any) -> float:
     per_step = (time.time() - state.epoch_start_time) / state.epoch_steps_run
     left = (trainer.num_epochs - state.epoch) * state.steps_per_epoch - state.step_in_epoch
     return per_step * left
-
-
-def format_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class StatusHook(Hook):

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..eval.detections import ImageDetections
 from ..eval.postprocess import Letterbox, postprocess
+from ..outputs.progress import Progress
 from .distributed import all_gather_objects, all_reduce_mean
 
 
@@ -39,6 +40,7 @@ def predict(
     detections: list[ImageDetections] = []
     loss_sums: dict[str, float] = {}
     batches = 0
+    progress = Progress("predict", total=len(loader) if hasattr(loader, "__len__") else None, unit="batch")
     try:
         for images, targets in loader:
             images = images.to(device, non_blocking=True)
@@ -60,7 +62,9 @@ def predict(
                 num_select=num_select,
                 letterboxes=letterboxes if all(isinstance(lb, Letterbox) for lb in letterboxes) else None,
             )
+            progress.update()
     finally:
+        progress.close()
         model.train(was_training)
     mean_losses = {k: v / batches for k, v in loss_sums.items()} if batches else {}
     return detections, mean_losses

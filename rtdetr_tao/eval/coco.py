@@ -16,6 +16,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ..errors import DataError, SpecError
 from ..outputs.coco_json import coco_results
+from ..outputs.progress import stage
 from .detections import ImageDetections
 
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -106,7 +107,27 @@ def coco_from_file(path: str | Path) -> COCO:
     return coco
 
 
+@dataclass(frozen=True)
+class CocoEvaluation:
+    """:class:`CocoMetrics` plus what the report draws from: pycocotools' ``COCOeval`` after ``accumulate()``
+    (``eval["precision"]`` is [T=10 IoUs, R=101 recalls, K classes, A=4 areas, M=3 max-dets]), the evaluated
+    category ids in K order (sorted), their names, and the detections that were evaluated."""
+
+    metrics: CocoMetrics
+    evaluator: COCOeval
+    category_ids: list[int]
+    class_names: list[str]
+    detections: list[ImageDetections]
+
+
 def evaluate_coco(
+    coco_gt: COCO, detections: Sequence[ImageDetections], label_to_category: Sequence[int], **kwargs: Any
+) -> CocoMetrics:
+    """COCO bbox metrics of ``detections`` against ``coco_gt``; the arguments of :func:`coco_evaluation`."""
+    return coco_evaluation(coco_gt, detections, label_to_category, **kwargs).metrics
+
+
+def coco_evaluation(
     coco_gt: COCO,
     detections: Sequence[ImageDetections],
     label_to_category: Sequence[int],
@@ -115,8 +136,8 @@ def evaluate_coco(
     eval_class_ids: Sequence[int] | None = None,
     image_ids: Sequence[int] | None = None,
     verbose: bool = False,
-) -> CocoMetrics:
-    """COCO bbox metrics of ``detections`` against ``coco_gt``.
+) -> CocoEvaluation:
+    """COCO bbox evaluation of ``detections`` against ``coco_gt``.
 
     Args:
         coco_gt: ground truth with the original category ids (see :func:`coco_from_file`).
@@ -151,7 +172,8 @@ def evaluate_coco(
     evaluated = set(eval_image_ids)
     results = coco_results([d for d in detections if d.image_id in evaluated], label_to_category)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
+    desc = f"COCO evaluation ({len(eval_image_ids)} images, {len(category_ids)} classes, {len(results)} detections)"
+    with stage(desc), quiet:
         coco_dt = coco_gt.loadRes(results) if results else _empty_results(coco_gt)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.imgIds = eval_image_ids
@@ -162,14 +184,18 @@ def evaluate_coco(
 
     names = category_names or {cat["id"]: cat.get("name", str(cat["id"])) for cat in coco_gt.loadCats(category_ids)}
     per_class: dict[str, float] = {}
+    class_names: list[str] = []
     for k, category_id in enumerate(category_ids):  # the order of COCOeval's K axis (sorted ids)
         name = str(names.get(category_id, category_id))
         key = name if name not in per_class else f"{name} (id {category_id})"
         per_class[key] = _mean_defined(evaluator.eval["precision"][:, :, k, 0, -1])
+        class_names.append(key)
     stats = {key: float(value) for key, value in zip(SUMMARY_KEYS, evaluator.stats, strict=True)}
     counted = set(category_ids)
     num_detections = sum(1 for result in results if result["category_id"] in counted)
-    return CocoMetrics(**stats, per_class=per_class, num_images=len(eval_image_ids), num_detections=num_detections)
+    metrics = CocoMetrics(**stats, per_class=per_class, num_images=len(eval_image_ids), num_detections=num_detections)
+    evaluated_detections = [d for d in detections if d.image_id in evaluated]
+    return CocoEvaluation(metrics, evaluator, category_ids, class_names, evaluated_detections)
 
 
 def _empty_results(coco_gt: COCO) -> COCO:
