@@ -111,7 +111,11 @@ class Predictor:
 
     @classmethod
     def from_trained(
-        cls, trained: Any, *, device: Any = "cpu", input_size: tuple[int, int] | None = None,
+        cls,
+        trained: Any,
+        *,
+        device: Any = "cpu",
+        input_size: tuple[int, int] | None = None,
         preserve_aspect_ratio: bool = False,
     ) -> Predictor:
         """A PyTorch predictor from a loaded ``TrainedModel`` (see ``engine.restore.load_trained_model``);
