@@ -125,6 +125,11 @@ def run(spec: ExperimentSpec) -> Path:
         path = Path(cfg.onnx_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=size)
+        if trained.quantized_with == "torchao":
+            raise ExportError(
+                f"{cfg.checkpoint} was quantized with quantize.backend=torchao, whose int8 tensors torch.onnx cannot "
+                "export; export the float checkpoint, or quantize with quantize.backend=modelopt for a Q/DQ graph"
+            )
         if cfg.is_quantized != trained.quantized:
             state = "is" if trained.quantized else "is not"
             raise SpecError(

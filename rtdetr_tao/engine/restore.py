@@ -28,11 +28,12 @@ class TrainedModel:
     model_spec: Any  # rtdetr_tao.config.model.ModelSpec
     source: str
     quantized: bool = False
+    quantized_with: str | None = None  # the quantize.backend of a quantized checkpoint: modelopt or torchao
 
     def fast_model(self) -> nn.Module:
         """The model to run for inference: :func:`~rtdetr_tao.model.optimize.optimize_for_inference`'s copy (BN
         folded, RepVGG re-parameterised, channels_last), or the model itself when quantized (its quantizers sit on
-        the unfolded layers)."""
+        the unfolded layers; torchao's dynamic int8 activations would shift with the folded values)."""
         from ..model.optimize import optimize_for_inference
 
         return self.model if self.quantized else optimize_for_inference(self.model)
@@ -72,6 +73,12 @@ def load_trained_model(
     if raw.get("modelopt_state") is not None:  # a checkpoint of rtdetr quantize: quantizers first, then weights
         mto = require("modelopt.torch.opt", extra="quantize", purpose="loading a quantized checkpoint")
         model = mto.restore_from_modelopt_state(model, raw["modelopt_state"])
+    if raw.get("torchao") is not None:  # int8 weights of rtdetr quantize quantize.backend=torchao
+        from ..model.torchao_quant import load_quantized_state
+
+        load_quantized_state(model, raw["model"])
+        log.info("loaded %s: %d Linear layers in torchao int8", path, len(raw["torchao"]["layers"]))
+        return TrainedModel(model.eval(), category_map, model_spec, path, True, "torchao")
     report = load_weights(model, raw or path)
     report.source = path
     if not report.complete:
@@ -80,4 +87,4 @@ def load_trained_model(
         )
     log.info("%s", report.summary())
     quantized = raw.get("modelopt_state") is not None
-    return TrainedModel(model.eval(), category_map, model_spec, path, quantized)
+    return TrainedModel(model.eval(), category_map, model_spec, path, quantized, "modelopt" if quantized else None)

@@ -146,6 +146,9 @@ def load_torch_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if "torchao" in str(exc):  # int8 weights of quantize.backend=torchao: its tensor types are safe once imported
+            require("torchao", extra="torchao", purpose=f"reading {path} (quantized with torchao)")
+            return torch.load(path, map_location="cpu", weights_only=True)
         raise CheckpointError(
             f"cannot read weights {path} safely ({type(exc).__name__}: {str(exc).splitlines()[0]}); rtdetr_tao only "
             "loads files with tensors and plain types (torch.load weights_only=True). Re-save the state dict with "
