@@ -8,11 +8,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 site="${GPU_CHECK_SITE:-/tmp/site}"
 cd "$root"
 shopt -s nullglob
-wheels=(.whl/*.whl)
+wheels=("${WHEEL_DIR:-$root/.whl}"/*.whl)
 if ((${#wheels[@]})); then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${wheels[@]}"
 else
-    echo "no wheels in $root/.whl (run benchmarks/gpu/fetch_wheels.sh first); using the installed packages" >&2
+    echo "no wheels in ${WHEEL_DIR:-$root/.whl} (run benchmarks/gpu/fetch_wheels.sh first); using the installed packages" >&2
 fi
 mkdir -p "$site"
 ln -sfn "$root/deploy" "$site/rtdetr_deploy"  # the deploy package's import name, as pip install maps it
