@@ -137,6 +137,11 @@ def test_torchao_int8_quantize_evaluate_and_no_onnx(trained, capsys) -> None:  #
         evaluated = json.loads((root / "results" / "evaluate" / "results.json").read_text())
         assert evaluated["AP"] == pytest.approx(summary["mAP_after"]["mAP"])
 
+    infer_out = root / "ao_inference"
+    assert (
+        main(["inference", "-e", spec, f"inference.checkpoint={quantized}", f"inference.results_dir={infer_out}"]) == 0
+    )
+    assert len(list((infer_out / "labels").iterdir())) == 16
     export = ["export", "-e", spec, f"export.checkpoint={quantized}", f"export.onnx_file={root / 'ao.onnx'}"]
     assert main([*export, "export.is_quantized=true"]) == 2
     assert "quantized with quantize.backend=torchao" in capsys.readouterr().err
