@@ -87,7 +87,7 @@ def test_fp8_on_cpu_is_a_clear_error(trained, capsys) -> None:  # noqa: F811
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
-def test_torchao_int8_quantize_evaluate_and_no_onnx(trained, capsys) -> None:  # noqa: F811
+def test_torchao_int8_quantize_evaluate_and_no_onnx(trained, capsys, caplog) -> None:  # noqa: F811
     pytest.importorskip("torchao", reason="quantize.backend=torchao needs torchao (pip install 'rtdetr-tao[torchao]')")
     from rtdetr_tao.config import load_spec
     from rtdetr_tao.engine.restore import load_trained_model
@@ -114,7 +114,9 @@ def test_torchao_int8_quantize_evaluate_and_no_onnx(trained, capsys) -> None:  #
         float_logits = float_model(images)["pred_logits"]
 
     for mode, scheme in (("weight_only_ptq", "int8_weight_only"), ("static_ptq", "int8_dynamic")):
-        assert main([*base, f"quantize.mode={mode}"]) == 0
+        assert main([*base, f"quantize.mode={mode}", "quantize.calibration_batches=2"]) == 0
+        assert "quantize.calibration_batches: not used by quantize.backend=torchao" in caplog.text
+        caplog.clear()
         summary = json.loads((out / "quantization_summary.json").read_text())
         assert summary["backend"] == "torchao" and summary["mode"] == mode
         layers = set(summary["layers"])

@@ -136,6 +136,9 @@ def run(spec: ExperimentSpec) -> Path:
     calib = spec.dataset.quant_calibration_data_sources
     if calib is None and cfg.backend == "modelopt":
         raise SpecError("dataset.quant_calibration_data_sources is not set; give images for calibration")
+    unused = sorted({"algorithm", "percentile", "calibration_batches", "backend_kwargs"} & cfg.model_fields_set)
+    if cfg.backend == "torchao" and unused:
+        log.warning("quantize.%s: not used by quantize.backend=torchao (no calibration)", ", quantize.".join(unused))
     device = select_device(cfg.device)
     size = tuple(spec.dataset.augmentation.eval_spatial_size)
     with start_job(spec, "quantize", device=str(device.type)) as ctx:
