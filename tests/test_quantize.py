@@ -85,3 +85,68 @@ def test_fp8_on_cpu_is_a_clear_error(trained, capsys) -> None:  # noqa: F811
     args = ["quantize", "-e", str(trained["spec"]), f"quantize.model_path={trained['ckpt']}", fp8, calib]
     assert main(args) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_torchao_int8_quantize_evaluate_and_no_onnx(trained, capsys, caplog) -> None:  # noqa: F811
+    pytest.importorskip("torchao", reason="quantize.backend=torchao needs torchao (pip install 'rtdetr-tao[torchao]')")
+    from rtdetr_tao.config import load_spec
+    from rtdetr_tao.engine.restore import load_trained_model
+    from rtdetr_tao.model.torchao_quant import is_torchao_tensor, quantized_layers
+
+    spec, root, val = str(trained["spec"]), trained["root"], trained["val"]
+    calib = f"dataset.quant_calibration_data_sources={{image_dir: {val.image_dir}, json_file: {val.json_file}}}"
+    out = root / "results" / "quantize"
+    quantized = out / "quantized_model.pth"
+    base = [
+        "quantize",
+        "-e",
+        spec,
+        f"quantize.model_path={trained['ckpt']}",
+        INT8_ALL,
+        calib,
+        "quantize.backend=torchao",
+    ]
+    loaded = load_spec(spec)
+    float_model = load_trained_model(str(trained["ckpt"]), loaded.spec).model
+    linear = {name for name, m in float_model.named_modules() if isinstance(m, torch.nn.Linear)}
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        float_logits = float_model(images)["pred_logits"]
+
+    for mode, scheme in (("weight_only_ptq", "int8_weight_only"), ("static_ptq", "int8_dynamic")):
+        assert main([*base, f"quantize.mode={mode}", "quantize.calibration_batches=2"]) == 0
+        assert "quantize.calibration_batches: not used by quantize.backend=torchao" in caplog.text
+        caplog.clear()
+        summary = json.loads((out / "quantization_summary.json").read_text())
+        assert summary["backend"] == "torchao" and summary["mode"] == mode
+        layers = set(summary["layers"])
+        assert layers and layers <= linear and not any(name.endswith("self_attn.out_proj") for name in layers)
+        assert any(".conv" in name for name in summary["left_in_float"])  # torchao leaves convolutions in float
+        assert summary["weights_bytes_after"] < summary["weights_bytes_before"]
+        assert summary["mAP_before"] is not None and summary["mAP_after"] is not None
+        state = torch.load(quantized, weights_only=True)  # torchao's tensor types load safely once imported
+        assert set(state["torchao"]["layers"].values()) == {scheme}
+        assert all(is_torchao_tensor(state["model"][f"{name}.weight"]) for name in layers)
+
+        model = load_trained_model(str(quantized), loaded.spec)
+        assert model.quantized_with == "torchao" and set(quantized_layers(model.model)) == layers
+        with torch.no_grad():
+            logits = model.model(images)["pred_logits"]
+        assert 0 < (logits - float_logits).abs().max() < 1.0  # int8 weights: close to, not equal to, float
+
+        capsys.readouterr()
+        assert main(["evaluate", "-e", spec, f"evaluate.checkpoint={quantized}"]) == 0
+        evaluated = json.loads((root / "results" / "evaluate" / "results.json").read_text())
+        assert evaluated["AP"] == pytest.approx(summary["mAP_after"]["mAP"])
+
+    infer_out = root / "ao_inference"
+    assert (
+        main(["inference", "-e", spec, f"inference.checkpoint={quantized}", f"inference.results_dir={infer_out}"]) == 0
+    )
+    assert len(list((infer_out / "labels").iterdir())) == 16
+    export = ["export", "-e", spec, f"export.checkpoint={quantized}", f"export.onnx_file={root / 'ao.onnx'}"]
+    assert main([*export, "export.is_quantized=true"]) == 2
+    assert "quantized with quantize.backend=torchao" in capsys.readouterr().err
+    fp8 = "quantize.layers=[{module_name: '*', weights: {dtype: fp8_e4m3fn}}]"
+    assert main([*base, fp8]) == 2
+    assert "torchao quantizes to int8 only" in capsys.readouterr().err

@@ -146,6 +146,11 @@ def run(spec: ExperimentSpec) -> Path:
             cfg.checkpoint, spec, eval_spatial_size=(cfg.input_height, cfg.input_width) if explicit else None,
             size_key="export.input_height/input_width",
         )  # fmt: skip
+        if trained.quantized_with == "torchao":
+            raise ExportError(
+                f"{cfg.checkpoint} was quantized with quantize.backend=torchao, whose int8 tensors torch.onnx cannot "
+                "export; export the float checkpoint, or quantize with quantize.backend=modelopt for a Q/DQ graph"
+            )
         size = trained.input_size
         if size[0] % 32 or size[1] % 32:
             raise SpecError(f"export.input_height/input_width {size[0]}x{size[1]} must be multiples of 32")

@@ -1,15 +1,21 @@
-"""``rtdetr quantize``: post-training quantization with NVIDIA ModelOpt.
+"""``rtdetr quantize``: post-training quantization with NVIDIA ModelOpt or PyTorch's torchao.
 
 The ``quantize.layers`` rules choose, for every ``Conv2d`` and ``Linear`` module, the dtype of its weights and of
 its input activations: a rule matches the module's qualified name (``encoder.input_proj.0.conv``) or class name
 (``Conv2d``) with fnmatch, later rules win, ``skip_names`` keep modules in float, and
-``default_layer_dtype`` / ``default_activation_dtype`` apply where no rule matches. ModelOpt then calibrates the
-activation ranges on ``dataset.quant_calibration_data_sources`` with the evaluation preprocessing.
+``default_layer_dtype`` / ``default_activation_dtype`` apply where no rule matches.
 
-Writes under ``results_dir/quantize/``: ``quantized_model.pth`` (our checkpoint format plus ModelOpt's state, read
-by ``rtdetr evaluate evaluate.is_quantized=true`` and ``rtdetr export export.is_quantized=true``),
-``quantization_summary.json`` (dtypes per module, and mAP before/after when the calibration source has a
-``json_file``).
+- ``quantize.backend: modelopt``: ModelOpt calibrates the activation ranges on
+  ``dataset.quant_calibration_data_sources`` with the evaluation preprocessing (static or weight-only PTQ, int8 or
+  FP8; the checkpoint exports to a Q/DQ ONNX graph).
+- ``quantize.backend: torchao``: torchao quantizes the chosen ``Linear`` layers to int8, weight-only (activations
+  native) or with dynamic int8 activations (activations int8); no calibration, runs on the CPU; convolutions stay
+  in float (see :mod:`rtdetr_tao.model.torchao_quant`). No ONNX export.
+
+Writes under ``results_dir/quantize/``: ``quantized_model.pth`` (our checkpoint format plus ModelOpt's state or
+torchao's int8 weights, read by ``rtdetr evaluate`` / ``inference``, and by ``rtdetr export
+export.is_quantized=true`` for ModelOpt), ``quantization_summary.json`` (dtypes per module, the weights' size,
+and mAP before/after when the calibration source has a ``json_file``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ..engine.restore import load_trained_model
 from ..engine.setup import select_device, start_job
 from ..errors import SpecError, require
 from ..io import atomic_write_json
+from ..model import torchao_quant
 from ..outputs.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -120,7 +127,7 @@ def _check_device(plans: dict[str, LayerPlan], device: torch.device) -> None:
 
 def run(spec: ExperimentSpec) -> Path:
     """Quantize ``quantize.model_path`` and write the quantized checkpoint; returns its path."""
-    from ..data.loader import build_eval_loader, build_infer_loader
+    from ..data.loader import build_eval_loader
     from ..engine.predict import predict
     from ..eval.coco import evaluate_coco
 
@@ -128,10 +135,11 @@ def run(spec: ExperimentSpec) -> Path:
     if not cfg.model_path:
         raise SpecError("quantize.model_path is not set; give the trained .pth to quantize")
     calib = spec.dataset.quant_calibration_data_sources
-    if calib is None:
+    if calib is None and cfg.backend == "modelopt":
         raise SpecError("dataset.quant_calibration_data_sources is not set; give images for calibration")
-    mtq = require("modelopt.torch.quantization", extra="quantize", purpose="rtdetr quantize")
-    mto = require("modelopt.torch.opt", extra="quantize", purpose="rtdetr quantize")
+    unused = sorted({"algorithm", "percentile", "calibration_batches", "backend_kwargs"} & cfg.model_fields_set)
+    if cfg.backend == "torchao" and unused:
+        log.warning("quantize.%s: not used by quantize.backend=torchao (no calibration)", ", quantize.".join(unused))
     device = select_device(cfg.device)
     size = tuple(spec.dataset.augmentation.eval_spatial_size)
     with start_job(spec, "quantize", device=str(device.type)) as ctx:
@@ -139,26 +147,9 @@ def run(spec: ExperimentSpec) -> Path:
         model = trained.model.to(device)
         plans = plan_layers(model, cfg)
         _check_device(plans, device)
-        images = build_infer_loader(
-            InferSource(image_dir=[calib.image_dir]),
-            input_size=size,
-            preserve_aspect_ratio=spec.dataset.augmentation.preserve_aspect_ratio,
-            batch_size=max(spec.dataset.batch_size, 1),
-            workers=spec.dataset.workers,
-            cache_dir=spec.dataset.cache_dir,
-        )
-
-        def calibrate(module: nn.Module) -> None:
-            total = min(cfg.calibration_batches, len(images))
-            with torch.no_grad(), Progress("calibration", total=total, unit="batch") as progress:
-                for index, (batch, _) in enumerate(images):
-                    if index == cfg.calibration_batches:
-                        break
-                    module(batch.to(device))
-                    progress.update()
 
         def coco_map(module: nn.Module) -> dict[str, float] | None:
-            if calib.json_file is None:
+            if calib is None or calib.json_file is None:
                 return None
             source = DataSource(image_dir=calib.image_dir, json_file=calib.json_file)
             dataset = spec.dataset.model_copy(update={"test_data_sources": source})
@@ -170,14 +161,21 @@ def run(spec: ExperimentSpec) -> Path:
             return {"mAP": metrics.AP, "mAP50": metrics.AP50}
 
         before = coco_map(model)
-        model = mtq.quantize(model, modelopt_config(plans, cfg), forward_loop=calibrate)
+        bytes_before = torchao_quant.serialized_bytes(model.state_dict())
+        if cfg.backend == "torchao":
+            model, backend_state, left_in_float = _torchao_quantize(model, plans)
+            plans = {name: plan for name, plan in plans.items() if name not in left_in_float}
+        else:
+            model, backend_state = _modelopt_quantize(model, plans, cfg, spec, calib, size, device)
+            left_in_float = []
         after = coco_map(model)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         out = ctx.out_dir / "quantized_model.pth"
         save_checkpoint(
             out,
             {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "modelopt_state": mto.modelopt_state(model),
+                "model": state,
+                **backend_state,
                 "spec": {"model": trained.model_spec.model_dump(mode="json")},
                 "category_map": trained.category_map.to_dict(),
                 "quantized_from": str(cfg.model_path),
@@ -185,10 +183,14 @@ def run(spec: ExperimentSpec) -> Path:
         )
         summary = {
             "source": str(cfg.model_path),
+            "backend": cfg.backend,
             "algorithm": cfg.algorithm,
             "mode": cfg.mode,
             "calibration_batches": cfg.calibration_batches,
             "layers": {name: vars(plan) for name, plan in plans.items()},
+            "left_in_float": left_in_float,
+            "weights_bytes_before": bytes_before,
+            "weights_bytes_after": torchao_quant.serialized_bytes(state),
             "mAP_before": before,
             "mAP_after": after,
         }
@@ -204,3 +206,59 @@ def run(spec: ExperimentSpec) -> Path:
         ctx.outputs.final_message = f"Quantized {len(plans)} modules into {out}."
         ctx.outputs.final_fields = {"kpi": {f"quantized_{k}": v for k, v in (after or {}).items()}}
         return out
+
+
+def _modelopt_quantize(
+    model: nn.Module,
+    plans: dict[str, LayerPlan],
+    cfg: QuantizeSpec,
+    spec: ExperimentSpec,
+    calib: DataSource,
+    size: tuple[int, ...],
+    device: torch.device,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """ModelOpt's quantizers on ``plans``, calibrated on ``calib``; the checkpoint entries that restore them."""
+    from ..data.loader import build_infer_loader
+
+    mtq = require("modelopt.torch.quantization", extra="quantize", purpose="rtdetr quantize")
+    mto = require("modelopt.torch.opt", extra="quantize", purpose="rtdetr quantize")
+    images = build_infer_loader(
+        InferSource(image_dir=[calib.image_dir]),
+        input_size=size,
+        preserve_aspect_ratio=spec.dataset.augmentation.preserve_aspect_ratio,
+        batch_size=max(spec.dataset.batch_size, 1),
+        workers=spec.dataset.workers,
+        cache_dir=spec.dataset.cache_dir,
+    )
+
+    def calibrate(module: nn.Module) -> None:
+        total = min(cfg.calibration_batches, len(images))
+        with torch.no_grad(), Progress("calibration", total=total, unit="batch") as progress:
+            for index, (batch, _) in enumerate(images):
+                if index == cfg.calibration_batches:
+                    break
+                module(batch.to(device))
+                progress.update()
+
+    model = mtq.quantize(model, modelopt_config(plans, cfg), forward_loop=calibrate)
+    return model, {"modelopt_state": mto.modelopt_state(model)}
+
+
+def _torchao_quantize(model: nn.Module, plans: dict[str, LayerPlan]) -> tuple[nn.Module, dict[str, Any], list[str]]:
+    """torchao int8 on the planned Linear layers; (model, the checkpoint entry naming the schemes, the planned
+    modules torchao leaves in float)."""
+    import importlib.metadata
+
+    schemes, left = torchao_quant.torchao_schemes(model, {n: (p.weights, p.activations) for n, p in plans.items()})
+    if not schemes:
+        raise SpecError(
+            "quantize.backend=torchao quantizes Linear layers, and the rules choose none; add a rule such as "
+            "{module_name: Linear, weights: {dtype: int8}}"
+        )
+    if left:
+        log.warning(
+            "torchao quantizes Linear layers only: %d planned modules stay in float (Conv2d, attention out_proj)",
+            len(left),
+        )
+    model = torchao_quant.quantize_linear(model, schemes)
+    return model, {"torchao": {"version": importlib.metadata.version("torchao"), "layers": schemes}}, left

@@ -1,10 +1,10 @@
-"""``quantize``: post-training quantization with NVIDIA ModelOpt (TAO's ``ModelQuantizationConfig``)."""
+"""``quantize``: post-training quantization with NVIDIA ModelOpt or torchao (TAO's ``ModelQuantizationConfig``)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from .fields import Section, spec_field
 
@@ -48,10 +48,14 @@ class LayerQuantSpec(Section):
 class QuantizeSpec(Section):
     """``rtdetr quantize``."""
 
-    backend: Literal["modelopt"] = spec_field(
+    backend: Literal["modelopt", "torchao"] = spec_field(
         "modelopt",
-        description="Quantization library (NVIDIA ModelOpt, PyTorch front end).",
-        schema_extra={"enum": ["modelopt", "modelopt.pytorch"]},
+        description=(
+            "Quantization library: modelopt (NVIDIA ModelOpt, PyTorch front end: calibrated int8/FP8 of Conv2d and "
+            "Linear, Q/DQ ONNX export) or torchao (int8 Linear weights, activations native (weight-only) or "
+            "dynamic int8, no calibration, runs on the CPU, no ONNX export)."
+        ),
+        schema_extra={"enum": ["modelopt", "modelopt.pytorch", "torchao"]},
     )
     mode: Literal["static_ptq", "weight_only_ptq"] = spec_field(
         "static_ptq", description="static_ptq: weights and activations; weight_only_ptq: weights only."
@@ -87,6 +91,27 @@ class QuantizeSpec(Section):
     backend_kwargs: dict[str, Any] = spec_field(
         {}, description="Extra keyword arguments for mtq.quantize.", automl=False
     )
+
+    @model_validator(mode="after")
+    def _torchao_dtypes(self) -> QuantizeSpec:
+        if self.backend != "torchao":
+            return self
+        chosen = [
+            ("default_layer_dtype", self.default_layer_dtype),
+            ("default_activation_dtype", self.default_activation_dtype),
+        ]
+        for index, rule in enumerate(self.layers):
+            for kind in ("weights", "activations"):
+                tensor = getattr(rule, kind)
+                if tensor is not None:
+                    chosen.append((f"layers[{index}].{kind}.dtype", tensor.dtype))
+        fp8 = [f"{key}={dtype}" for key, dtype in chosen if dtype.startswith("fp8")]
+        if fp8:
+            raise ValueError(
+                f"quantize.backend=torchao quantizes to int8 only, not {', '.join(fp8)}; use int8 or "
+                "quantize.backend=modelopt"
+            )
+        return self
 
     @field_validator("backend", mode="before")
     @classmethod

@@ -32,11 +32,12 @@ class TrainedModel:
     """(H, W) the model was built for (anchors and position embeddings)."""
     trained_size: tuple[int, int] | None = None
     """(H, W) the checkpoint was trained and validated at (its ``dataset.augmentation.eval_spatial_size``)."""
+    quantized_with: str | None = None  # the quantize.backend of a quantized checkpoint: modelopt or torchao
 
     def fast_model(self) -> nn.Module:
         """The model to run for inference: :func:`~rtdetr_tao.model.optimize.optimize_for_inference`'s copy (BN
         folded, RepVGG re-parameterised, channels_last), or the model itself when quantized (its quantizers sit on
-        the unfolded layers)."""
+        the unfolded layers; torchao's dynamic int8 activations would shift with the folded values)."""
         from ..model.optimize import optimize_for_inference
 
         return self.model if self.quantized else optimize_for_inference(self.model)
@@ -93,6 +94,12 @@ def load_trained_model(
     if raw.get("modelopt_state") is not None:  # a checkpoint of rtdetr quantize: quantizers first, then weights
         mto = require("modelopt.torch.opt", extra="quantize", purpose="loading a quantized checkpoint")
         model = mto.restore_from_modelopt_state(model, raw["modelopt_state"])
+    if raw.get("torchao") is not None:  # int8 weights of rtdetr quantize quantize.backend=torchao
+        from ..model.torchao_quant import load_quantized_state
+
+        load_quantized_state(model, raw["model"])
+        log.info("loaded %s: %d Linear layers in torchao int8", path, len(raw["torchao"]["layers"]))
+        return TrainedModel(model.eval(), category_map, model_spec, path, True, size, trained_size, "torchao")
     report = load_weights(model, raw or path)
     report.source = path
     if not report.complete:
@@ -101,7 +108,9 @@ def load_trained_model(
         )
     log.info("%s", report.summary())
     quantized = raw.get("modelopt_state") is not None
-    return TrainedModel(model.eval(), category_map, model_spec, path, quantized, size, trained_size)
+    return TrainedModel(
+        model.eval(), category_map, model_spec, path, quantized, size, trained_size, "modelopt" if quantized else None
+    )
 
 
 def _trained_size(spec_dict: Any) -> tuple[int, int] | None:

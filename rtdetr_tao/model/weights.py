@@ -158,6 +158,9 @@ def load_torch_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if "torchao" in str(exc):  # int8 weights of quantize.backend=torchao: its tensor types are safe once imported
+            require("torchao", extra="torchao", purpose=f"reading {path} (quantized with torchao)")
+            return torch.load(path, map_location="cpu", weights_only=True)
         lines = str(exc).strip().splitlines()
         detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
