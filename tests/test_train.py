@@ -151,7 +151,10 @@ def test_two_process_gloo_training(tmp_path, data) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    spec = _spec(tmp_path, data, num_gpus=2, num_epochs=1)
+    # early stopping runs on both ranks (rank 1 writes no best checkpoint) and stops both at the same epoch
+    # (the tiny model's val_mAP stays 0.0, so the second validation is the first without improvement)
+    monitor = {"warmup_steps": 2, "monitor_name": "val_mAP"}
+    spec = _spec(tmp_path, data, num_gpus=2, num_epochs=3, early_stopping_patience=1, optim=monitor)
     env = {**os.environ, "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
     process = _run_cli(["train", "-e", str(spec)], env=env)
     _, err = process.communicate(timeout=600)
@@ -160,4 +163,39 @@ def test_two_process_gloo_training(tmp_path, data) -> None:
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
     records = _status(tmp_path / "results" / "train" / "status.json")
     assert sum(r["status"] == "STARTED" for r in records) == 1  # rank 1 wrote nothing
-    assert records[-1]["status"] == "SUCCESS"
+    assert records[-1]["status"] == "SUCCESS" and records[-1]["message"].startswith("early stopping: val_mAP")
+    assert max(r.get("epoch", -1) for r in records) == 1
+
+
+def test_resume_after_sigkill_keeps_best_checkpoint_and_patience(tmp_path, data) -> None:
+    """val_loss rises after epoch 0 on this data, so patience 2 stops the run after epoch 2. A run killed after
+    epoch 1 must resume with its best value and bad-round count: stop after epoch 2 as well, and leave
+    model_best.pth (epoch 0) alone."""
+    patience = {"num_epochs": 6, "early_stopping_patience": 2}
+    full = _spec(tmp_path / "full", data, **patience)
+    assert _run_cli(["train", "-e", str(full)]).wait(timeout=600) == 0
+    full_out = tmp_path / "full" / "results" / "train"
+    full_status = _status(full_out / "status.json")
+    assert full_status[-1]["message"].startswith("early stopping")
+    stop_epoch = max(r.get("epoch", -1) for r in full_status)
+    assert stop_epoch == 2
+
+    killed = _spec(tmp_path / "killed", data, **patience)
+    out = tmp_path / "killed" / "results" / "train"
+    process = _run_cli(["train", "-e", str(killed)])
+    deadline = time.time() + 300
+    while not (out / "model_epoch_001.pth").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    best_before = torch.load(out / "model_best.pth", weights_only=True)
+    assert best_before["epoch"] == 0
+    resumed = _run_cli(["train", "-e", str(killed)])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    status = _status(out / "status.json")
+    assert status[-1]["message"] == full_status[-1]["message"]
+    assert max(r.get("epoch", -1) for r in status) == stop_epoch
+    best = torch.load(out / "model_best.pth", weights_only=True)
+    assert best["epoch"] == 0 and best["best"] == best_before["best"]
+    assert best["best"] == torch.load(full_out / "model_best.pth", weights_only=True)["best"]

@@ -23,6 +23,7 @@ from ..engine.ema import ModelEMA, unwrap
 from ..engine.hooks import (
     BestCheckpointHook,
     CheckpointHook,
+    EarlyStoppingHook,
     EvalHook,
     ProgressHook,
     StatusHook,
@@ -164,22 +165,18 @@ def train(
                     use_ema=not spec.train.ema.validate_original_weights,
                 )
             )
+        monitor, goal = spec.train.optim.monitor_name, spec.train.optim.monitor_goal
+        if spec.train.early_stopping_patience is not None:
+            hooks.append(EarlyStoppingHook(monitor, goal, spec.train.early_stopping_patience))  # every rank
         if ctx.is_main:
             hooks += [
+                BestCheckpointHook(ctx.out_dir, monitor, goal, extra),
+                # after the hooks above, so an end-of-epoch checkpoint holds their state for this epoch
                 CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
-                BestCheckpointHook(
-                    ctx.out_dir, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
-                ),
                 StatusHook(ctx.status),
                 TensorBoardHook(ctx.out_dir / "events"),
                 ProgressHook(),
             ]
-        elif spec.train.early_stopping_patience is not None:
-            hooks.append(
-                BestCheckpointHook(
-                    None, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
-                )
-            )
         for hook in hooks:
             trainer.register(hook)
 
@@ -194,11 +191,11 @@ def train(
         params = dict(unwrap(train_model).named_parameters())  # BN statistics stay rank-local after the last step
         log.info("rank %d: final parameters %s", ctx.rank, state_digest(params))
         ctx.outputs.final_message = state.stop_reason or f"Training finished: {state.epoch} epochs."
-        best = next((h.best for h in hooks if isinstance(h, BestCheckpointHook)), None)
+        best = next((h.best for h in hooks if isinstance(h, (BestCheckpointHook, EarlyStoppingHook))), None)
         return TrainResult(
             results_dir=ctx.out_dir,
             last_checkpoint=find_latest(ctx.out_dir),
-            best_metrics={spec.train.optim.monitor_name: best} if best is not None else {},
+            best_metrics={monitor: best} if best is not None else {},
             epochs_run=state.epoch,
             stop_reason=state.stop_reason,
         )

@@ -12,11 +12,22 @@ SCALE_ADAPTIVE_LR_BACKBONE = {"resnet_18": 1e-4, "resnet_34": 5e-5, "resnet_50":
 """RT-DETRv2's backbone learning rate per backbone (paper, Table 1), used when ``lr_backbone`` is null."""
 
 
+Goal = Literal["maximize", "minimize"]
+Monitor = Literal["val_loss", "train_loss", "val_mAP", "val_mAP50"]
+METRIC_GOALS: dict[str, Goal] = {
+    "val_loss": "minimize",
+    "train_loss": "minimize",
+    "val_mAP": "maximize",
+    "val_mAP50": "maximize",
+}
+"""Every metric a job can monitor, with the direction in which it improves."""
+
+
 class OptimSpec(Section):
     """Optimizer and learning-rate schedule."""
 
     optimizer: Literal["AdamW", "SGD"] = spec_field("AdamW", description="Optimizer.")
-    monitor_name: Literal["val_loss", "train_loss", "val_mAP", "val_mAP50"] = spec_field(
+    monitor_name: Monitor = spec_field(
         "val_loss", description="Metric that selects the best checkpoint and drives early stopping."
     )
     lr: float = spec_field(
@@ -78,6 +89,11 @@ class OptimSpec(Section):
         log_scale=True,
     )
     warmup_steps: int = spec_field(0, ge=0, description="Linear learning-rate warm-up, in optimizer steps.")
+
+    @property
+    def monitor_goal(self) -> Goal:
+        """Whether ``monitor_name`` improves upwards (mAP) or downwards (losses)."""
+        return METRIC_GOALS[self.monitor_name]
 
     @model_validator(mode="after")
     def _steps_sorted(self) -> OptimSpec:

@@ -1,5 +1,11 @@
 """Hooks around the training loop: checkpoints, validation, best model and early stopping,
-status.json, TensorBoard and progress output. Hooks that write files run on rank 0 only."""
+status.json, TensorBoard and progress output. Hooks that write files run on rank 0 only; early
+stopping runs on every rank and decides the same on all of them (it reads rank 0's validation
+metrics, broadcast, or the train loss averaged over the ranks).
+
+A hook that carries state between epochs (the best value so far, the validations without
+improvement) returns it from ``state_dict``; the trainer stores it in every checkpoint and hands it
+back to ``load_state_dict`` on resume."""
 
 from __future__ import annotations
 
@@ -7,14 +13,15 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config.train import Goal
 from ..outputs.status import StatusLogger
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .ema import unwrap
-from .trainer import Hook
+from .trainer import Hook, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +39,19 @@ class CheckpointHook(Hook):
 
     def after_step(self) -> None:
         state = self.trainer.state
-        if self.unit == "step" and state.global_step % self.interval == 0:
-            end_of_epoch = state.step_in_epoch >= state.steps_per_epoch
-            self.save(step=None if end_of_epoch else state.global_step)
+        end_of_epoch = state.step_in_epoch >= state.steps_per_epoch
+        if self.unit == "step" and state.global_step % self.interval == 0 and not end_of_epoch:
+            self.save(step=state.global_step)
 
     def after_epoch(self) -> None:
+        # Registered after validation, best-model and early stopping, so that the end-of-epoch
+        # checkpoint holds this epoch's hook state.
         state = self.trainer.state
-        last = state.epoch == self.trainer.num_epochs - 1
-        due = self.unit == "epoch" and (state.epoch + 1) % self.interval == 0
+        last = state.epoch == self.trainer.num_epochs - 1 or state.stop_reason is not None
+        if self.unit == "epoch":
+            due = (state.epoch + 1) % self.interval == 0
+        else:
+            due = state.global_step % self.interval == 0
         if (due or last) and self.saved_step != state.global_step:
             self.save(step=None)
 
@@ -82,46 +94,83 @@ class EvalHook(Hook):
         log.info("epoch %d validation: %s", state.epoch, ", ".join(f"{k} {v:.4f}" for k, v in state.metrics.items()))
 
 
-class BestCheckpointHook(Hook):
-    """Keeps ``model_best.pth`` (the validated weights with the best ``monitor``) and stops training
-    after ``patience`` validations without improvement."""
+def monitored_value(state: TrainState, monitor: str) -> float | None:
+    """This epoch's value of ``monitor`` (None when the epoch did not produce a finite one)."""
+    value = state.epoch_losses.get("loss") if monitor == "train_loss" else state.metrics.get(monitor)
+    return value if value is not None and math.isfinite(value) else None
 
-    def __init__(self, directory: str | Path, monitor: str, extra: dict[str, Any], *, patience: int | None = None):
-        self.directory = Path(directory)
+
+def improves(value: float, best: float | None, goal: Goal) -> bool:
+    """Whether ``value`` beats ``best`` in the direction ``goal`` (anything beats None)."""
+    return best is None or (value > best if goal == "maximize" else value < best)
+
+
+class EarlyStoppingHook(Hook):
+    """Stops training after ``patience`` validations without improvement of ``monitor``.
+
+    Runs on every rank: the value it reads is the same on all of them, so all stop at the same epoch."""
+
+    def __init__(self, monitor: str, goal: Goal, patience: int):
         self.monitor = monitor
-        self.maximize = "mAP" in monitor
-        self.extra = extra
+        self.goal = goal
         self.patience = patience
         self.best: float | None = None
         self.bad_rounds = 0
 
     def after_epoch(self) -> None:
         state = self.trainer.state
-        if self.monitor == "train_loss":
-            value = state.epoch_losses.get("loss")
-        else:
-            value = state.metrics.get(self.monitor)
-        if value is None or not math.isfinite(value):
+        value = monitored_value(state, self.monitor)
+        if value is None:
             return
-        if self.best is None or (value > self.best if self.maximize else value < self.best):
+        if improves(value, self.best, self.goal):
             self.best, self.bad_rounds = value, 0
-            save_checkpoint(
-                self.directory / BEST,
-                {
-                    "model": self.trainer.eval_model.state_dict(),
-                    "epoch": state.epoch,
-                    "best": {self.monitor: value},
-                    **self.extra,
-                },
-            )
-            log.info("new best %s %.4f at epoch %d: saved %s", self.monitor, value, state.epoch, BEST)
             return
         self.bad_rounds += 1
-        if self.patience is not None and self.bad_rounds >= self.patience:
+        if self.bad_rounds >= self.patience:
             state.stop_reason = (
                 f"early stopping: {self.monitor} has not improved on {self.best:.4f} for {self.bad_rounds} validations"
             )
             log.info(state.stop_reason)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_rounds": self.bad_rounds}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best, self.bad_rounds = state["best"], int(state["bad_rounds"])
+
+
+class BestCheckpointHook(Hook):
+    """Keeps ``model_best.pth``: the validated weights with the best ``monitor`` so far (rank 0)."""
+
+    def __init__(self, directory: str | Path, monitor: str, goal: Goal, extra: dict[str, Any]):
+        self.directory = Path(directory)
+        self.monitor = monitor
+        self.goal = goal
+        self.extra = extra
+        self.best: float | None = None
+
+    def after_epoch(self) -> None:
+        state = self.trainer.state
+        value = monitored_value(state, self.monitor)
+        if value is None or not improves(value, self.best, self.goal):
+            return
+        self.best = value
+        save_checkpoint(
+            self.directory / BEST,
+            {
+                "model": self.trainer.eval_model.state_dict(),
+                "epoch": state.epoch,
+                "best": {self.monitor: value},
+                **self.extra,
+            },
+        )
+        log.info("new best %s %.4f at epoch %d: saved %s", self.monitor, value, state.epoch, BEST)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best = state["best"]
 
 
 class TensorBoardHook(Hook):
