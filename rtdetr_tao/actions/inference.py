@@ -39,7 +39,7 @@ def run(spec: ExperimentSpec) -> Path:
         )
     aug = spec.dataset.augmentation
     size = (cfg.input_height or aug.eval_spatial_size[0], cfg.input_width or aug.eval_spatial_size[1])
-    batch = cfg.batch_size if cfg.batch_size > 0 else max(spec.dataset.batch_size, 1)
+    batch = spec.batch_size_for("inference")
     with start_job(spec, "inference") as ctx:
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=size)
         model = trained.fast_model().to(ctx.device)

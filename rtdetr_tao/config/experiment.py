@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from .automl import AutoMLSpec
-from .dataset import DatasetSpec
+from .dataset import DatasetSpec, resolve_batch_size
 from .deploy import GenTrtEngineSpec
 from .distill import DistillSpec
 from .fields import Section, spec_field
@@ -94,6 +94,14 @@ class ExperimentSpec(Section):
             return self.model.clip_max_norm
         return self.train.clip_grad_norm
 
+    def batch_size_for(self, action: str) -> int:
+        """The batch size ``action`` runs with: its own section's ``batch_size`` (evaluate, inference and their
+        deploy twins), else ``dataset.batch_size``, else AUTO_BATCH_SIZE, skipping every -1 (``resolve_batch_size``).
+        Training, distillation, quantization and AutoML refuse ``dataset.batch_size: -1`` (ACTION_RULES)."""
+        section = getattr(self, ACTION_SECTION.get(action, action), None)
+        own = getattr(section, "batch_size", -1) if action in BATCH_SECTIONS else -1
+        return resolve_batch_size(own, self.dataset.batch_size)
+
     @property
     def aug_stop_epoch(self) -> int:
         """First 0-based epoch without strong augmentation and multi-scale (dynamic augmentation)."""
@@ -123,6 +131,9 @@ ACTIONS: dict[str, str] = {
 
 ACTION_SECTION = {"deploy_evaluate": "evaluate", "deploy_inference": "inference"}
 """Actions whose own section has another name."""
+
+BATCH_SECTIONS = ("evaluate", "inference", "deploy_evaluate", "deploy_inference")
+"""Actions whose own section's ``batch_size`` overrides ``dataset.batch_size``."""
 
 ACTION_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("results_dir", "wandb", "model", "dataset", "train"),
@@ -155,7 +166,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 
 def _positive_batch(spec: ExperimentSpec) -> str | None:
     if spec.dataset.batch_size < 1:
-        return "dataset.batch_size=-1 is only meaningful in deploy specs; set a positive batch size"
+        return "dataset.batch_size=-1 is only for evaluate, inference and deploy; set a positive batch size"
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .dataset import AUTO_BATCH_SIZE
 from .fields import Section, spec_field
 
 CHECKPOINT_HELP = "our .pth checkpoint, official RT-DETRv2 weights, a Hugging Face directory, or an exported .onnx"
@@ -20,7 +21,9 @@ class EvaluateSpec(Section):
         None, description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to evaluate.", automl=False
     )
     results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/evaluate.", automl=False)
-    batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
+    batch_size: int = spec_field(
+        -1, ge=-1, description=f"Batch size; -1: dataset.batch_size, or {AUTO_BATCH_SIZE} when that is -1 too."
+    )
     input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
     conf_threshold: float = spec_field(0.0, ge=0.0, le=1.0, description="Score cut-off for kept detections.")
@@ -38,7 +41,9 @@ class InferenceSpec(Section):
         None, description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to run.", automl=False
     )
     results_dir: str | None = spec_field(None, description="Output folder; null: results_dir/inference.", automl=False)
-    batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
+    batch_size: int = spec_field(
+        -1, ge=-1, description=f"Batch size; -1: dataset.batch_size, or {AUTO_BATCH_SIZE} when that is -1 too."
+    )
     color_map: dict[str, str] | None = spec_field(
         None,
         description="Box colour per class name (a colour name or #rrggbb); others get a palette colour.",
