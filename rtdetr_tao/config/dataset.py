@@ -8,7 +8,6 @@ from pydantic import field_validator, model_validator
 
 from .fields import Section, spec_field
 
-
 AUTO_BATCH_SIZE = 4
 """The batch size when every applicable ``batch_size`` key is -1."""
 

@@ -26,6 +26,7 @@ from .transforms import multi_scale_resize, scale_choices
 
 log = logging.getLogger(__name__)
 
+
 def batch_size_of(dataset_spec: DatasetSpec) -> int:
     """``dataset.batch_size`` under the spec's one rule for -1."""
     return resolve_batch_size(dataset_spec.batch_size)
