@@ -38,6 +38,7 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
     dataset = dataset.model_copy(update={"batch_size": spec.batch_size_for("evaluate")})
     with start_job(spec, "evaluate") as ctx:
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=tuple(size))
+        trained.check_quantized(cfg.is_quantized, "evaluate.is_quantized")
         trained.model.to(ctx.device)
         loader, coco_gt = build_eval_loader(
             dataset, "test", category_map=trained.category_map, world_size=ctx.world_size, rank=ctx.rank

@@ -125,11 +125,7 @@ def run(spec: ExperimentSpec) -> Path:
         path = Path(cfg.onnx_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=size)
-        if cfg.is_quantized != trained.quantized:
-            state = "is" if trained.quantized else "is not"
-            raise SpecError(
-                f"{cfg.checkpoint} {state} a quantized checkpoint; set export.is_quantized={trained.quantized}"
-            )
+        trained.check_quantized(cfg.is_quantized, "export.is_quantized")
         num_select = trained.model_spec.num_select
         # BN folded and RepVGG blocks re-parameterised: fewer nodes for ONNX Runtime and TensorRT
         module = ExportModule(trained.fast_model(), None if cfg.raw_outputs else PostProcessor(num_select)).eval()

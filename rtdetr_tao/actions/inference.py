@@ -42,6 +42,7 @@ def run(spec: ExperimentSpec) -> Path:
     batch = spec.batch_size_for("inference")
     with start_job(spec, "inference") as ctx:
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=size)
+        trained.check_quantized(cfg.is_quantized, "inference.is_quantized")
         model = trained.fast_model().to(ctx.device)
         cmap = trained.category_map
         names = read_classmap(source.classmap, num_classes=cmap.num_classes) if source.classmap else cmap.category_names

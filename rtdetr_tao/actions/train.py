@@ -76,7 +76,12 @@ def train(
         category_map = ctx.category_map_for_training(resume_state)
         num_classes = spec.dataset.num_classes
 
-        model = build_model(spec.model, num_classes, eval_spatial_size=spec.dataset.augmentation.eval_spatial_size)
+        model = build_model(
+            spec.model,
+            num_classes,
+            eval_spatial_size=spec.dataset.augmentation.eval_spatial_size,
+            activation_checkpoint=spec.train.activation_checkpoint,
+        )
         if spec.train.pretrained_model_path and resume_state is None:
             report = load_weights(model, spec.train.pretrained_model_path)
             log.info("pretrained weights: %s", report.summary())

@@ -27,7 +27,9 @@ class EvaluateSpec(Section):
     input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
     conf_threshold: float = spec_field(0.0, ge=0.0, le=1.0, description="Score cut-off for kept detections.")
-    is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+    is_quantized: bool = spec_field(
+        False, description="The checkpoint comes from rtdetr quantize (checked against the checkpoint)."
+    )
 
 
 class InferenceSpec(Section):
@@ -53,7 +55,9 @@ class InferenceSpec(Section):
     input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
     outline_width: int = spec_field(3, ge=1, description="Box outline thickness in pixels.")
-    is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+    is_quantized: bool = spec_field(
+        False, description="The checkpoint comes from rtdetr quantize (checked against the checkpoint)."
+    )
 
 
 class ExportSpec(Section):

@@ -76,10 +76,18 @@ def select_device(choice: str) -> torch.device:
     return torch.device("cuda", dist.local_rank())
 
 
+def apply_cudnn(benchmark: bool, deterministic: bool) -> None:
+    """``train.cudnn``: the cuDNN autotuner and deterministic-kernel switches (process-wide)."""
+    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.deterministic = deterministic
+
+
 @contextmanager
 def start_job(spec: ExperimentSpec, action: str, *, device: str | None = None) -> Iterator[JobContext]:
-    """Set up a job (device, process group, seed, results folder); status.json records how it ends."""
+    """Set up a job (device, process group, seed, cuDNN switches, results folder); status.json records how it
+    ends."""
     torch_device = select_device(device or spec.train.device)
+    apply_cudnn(spec.train.cudnn.benchmark, spec.train.cudnn.deterministic)
     dist.init_process_group(torch_device)
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
