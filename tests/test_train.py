@@ -83,6 +83,7 @@ def test_train_then_evaluate(tmp_path, data) -> None:
     expected = {"model_epoch_000.pth", "model_epoch_001.pth", "rtdetr_model_latest.pth", "model_best.pth"}
     assert expected <= names and {"experiment.yaml", "status.json", "log.txt", "val_metrics.json"} <= names
     assert "model_epoch_001-EMA.pth" in names
+    assert "wandb" not in names  # wandb.enable is false: no run
     assert (out / "rtdetr_model_latest.pth").resolve().name == "model_epoch_001.pth"
     records = _status(out / "status.json")
     assert records[0]["status"] == "STARTED" and records[-1]["status"] == "SUCCESS"
@@ -199,3 +200,69 @@ def test_resume_after_sigkill_keeps_best_checkpoint_and_patience(tmp_path, data)
     best = torch.load(out / "model_best.pth", weights_only=True)
     assert best["epoch"] == 0 and best["best"] == best_before["best"]
     assert best["best"] == torch.load(full_out / "model_best.pth", weights_only=True)["best"]
+
+
+def _wandb_records(run_dir: Path) -> list:
+    """The records of an offline W&B run (``run-<id>.wandb``: a LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending, records = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room for a record header: the block is padded
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last fragment of one
+            record = pb.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _wandb_run(run_dir: Path) -> tuple[dict, dict[int, set[str]]]:
+    """(run metadata, {step: logged keys}) of an offline run."""
+    meta: dict = {}
+    history: dict[int, set[str]] = {}
+    for record in _wandb_records(run_dir):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            meta = {"id": run.run_id, "project": run.project, "entity": run.entity, "group": run.run_group}
+            meta.update(tags=list(run.tags), name=run.display_name)
+            meta["config"] = {item.key for item in run.config.update}
+        elif kind == "history":
+            keys = {item.key or "/".join(item.nested_key) for item in record.history.item}
+            history.setdefault(record.history.step.num, set()).update(k for k in keys if not k.startswith("_"))
+    return meta, history
+
+
+def test_wandb_offline_run_logs_and_a_resumed_job_continues_it(tmp_path, data, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    spec = _spec(tmp_path, data, num_epochs=1)
+    keys = ["wandb.enable=true", "wandb.project=shapes", "wandb.entity=team", "wandb.group=tiny", "wandb.name=r1"]
+    keys.append("wandb.tags=[a, b]")
+    assert main(["train", "-e", str(spec), *keys]) == 0
+    out = tmp_path / "results" / "train"
+    (first,) = sorted((out / "wandb").glob("offline-run-*"))
+    meta, history = _wandb_run(first)
+    assert meta["project"] == "shapes" and meta["entity"] == "team" and meta["group"] == "tiny"
+    assert meta["tags"] == ["a", "b"] and meta["name"] == "r1"
+    assert {"model", "dataset", "train"} <= meta["config"] and "encryption_key" not in meta["config"]
+    train_keys = {"train/loss", "train/lr", "train/loss_vfl", "train/loss_bbox", "train/loss_giou"}
+    assert train_keys <= history[4]  # 4 steps per epoch: the epoch's last step is logged
+    assert {"val/val_mAP", "val/val_mAP50", "val/val_loss", "epoch/loss", "epoch"} <= history[4]
+    run_id = meta["id"]
+    assert torch.load(out / "model_epoch_000.pth", weights_only=True)["hooks"]["WandBHook"] == {"run_id": run_id}
+
+    assert main(["train", "-e", str(spec), *keys, "train.num_epochs=2"]) == 0  # resumes from epoch 0
+    (second,) = [r for r in (out / "wandb").glob("offline-run-*") if r != first]
+    meta, history = _wandb_run(second)
+    assert meta["id"] == run_id and min(history) == 8 and "val/val_mAP" in history[8]

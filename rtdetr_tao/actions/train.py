@@ -28,6 +28,7 @@ from ..engine.hooks import (
     ProgressHook,
     StatusHook,
     TensorBoardHook,
+    WandBHook,
 )
 from ..engine.optim import LRSchedule, build_optimizer, freeze_modules, param_groups
 from ..engine.predict import gather_predictions, predict
@@ -179,6 +180,7 @@ def train(
                 # after the hooks above, so an end-of-epoch checkpoint holds their state for this epoch
                 CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
                 StatusHook(ctx.status),
+                *([WandBHook(wandb_init_kwargs(spec, ctx.out_dir))] if spec.wandb.enable else []),
                 TensorBoardHook(ctx.out_dir / "events"),
                 ProgressHook(),
             ]
@@ -204,6 +206,25 @@ def train(
             epochs_run=state.epoch,
             stop_reason=state.stop_reason,
         )
+
+
+def wandb_init_kwargs(spec: ExperimentSpec, out_dir: Path) -> dict[str, Any]:
+    """``wandb.init`` arguments from the ``wandb`` section; the run's files go to ``out_dir/wandb/``. The run's
+    config is the spec without ``encryption_key``."""
+    cfg = spec.wandb
+    return {
+        "project": cfg.project,
+        "entity": cfg.entity,
+        "group": cfg.group,
+        "tags": list(cfg.tags),
+        "name": cfg.name,
+        "id": cfg.run_id,
+        "reinit": cfg.reinit,
+        "sync_tensorboard": cfg.sync_tensorboard,
+        "save_code": cfg.save_code,
+        "dir": str(out_dir),
+        "config": spec.model_dump(mode="json", exclude={"encryption_key"}),
+    }
 
 
 def detection_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext, model: nn.Module) -> LossFn:

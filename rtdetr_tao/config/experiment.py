@@ -19,18 +19,27 @@ from .train import SCALE_ADAPTIVE_LR_BACKBONE, TrainSpec
 
 
 class WandBSpec(Section):
-    """Weights & Biases logging (needs the ``wandb`` package)."""
+    """Weights & Biases logging of ``rtdetr train`` / ``distill`` (rank 0; needs the ``wandb`` extra). The run's files
+    go to ``<results_dir>/wandb/``; WANDB_MODE=offline logs without a server."""
 
-    enable: bool = spec_field(False, description="Log metrics to Weights & Biases.")
+    enable: bool = spec_field(
+        False, description="Log losses, lr and validation metrics to Weights & Biases; false: wandb is not touched."
+    )
     project: str = spec_field("TAO Toolkit", description="W&B project.")
-    entity: str | None = spec_field(None, description="W&B team or user.")
+    entity: str | None = spec_field(None, description="W&B team or user; null: your default entity.")
     group: str | None = spec_field(None, description="W&B run group.")
     tags: list[str] = spec_field(["training", "tao-toolkit"], description="Run tags.", automl=False)
-    reinit: bool = spec_field(False, description="Allow re-initialising a run in-process.")
-    sync_tensorboard: bool = spec_field(False, description="Mirror TensorBoard logs into W&B.")
-    save_code: bool = spec_field(False, description="Upload source code to W&B.")
+    reinit: bool = spec_field(False, description="wandb.init's reinit: allow several runs in one process.")
+    sync_tensorboard: bool = spec_field(
+        False, description="Mirror the TensorBoard events into W&B (instead of logging the scalars directly)."
+    )
+    save_code: bool = spec_field(False, description="Save the launching program's code with the run.")
     name: str = spec_field("TAO Toolkit training experiment", description="Run display name.")
-    run_id: str | None = spec_field(None, description="Resume or attach to this W&B run id.")
+    run_id: str | None = spec_field(
+        None,
+        description="Attach to (or resume) this W&B run id; null: a new run, whose id the checkpoints keep so that "
+        "a resumed job continues it.",
+    )
 
 
 class ExperimentSpec(Section):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.train import Goal
+from ..errors import require
 from ..outputs.status import StatusLogger
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .ema import unwrap
@@ -177,10 +178,15 @@ class TensorBoardHook(Hook):
     """Losses and learning rate every ``every`` steps, validation metrics every validation."""
 
     def __init__(self, log_dir: str | Path, every: int = 10):
+        self.log_dir = Path(log_dir)
+        self.every = every
+        self.writer: Any = None
+
+    def before_train(self) -> None:
+        # made here, not in __init__, so that a W&B run started before it can mirror it (wandb.sync_tensorboard)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-        self.every = every
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def after_step(self) -> None:
         state = self.trainer.state
@@ -199,7 +205,61 @@ class TensorBoardHook(Hook):
         self.writer.close()
 
     def on_failure(self, error: BaseException) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class WandBHook(Hook):
+    """A Weights & Biases run (rank 0): train losses and lr every ``every`` steps and at the end of each epoch,
+    the epoch's mean losses and the validation metrics after each epoch, all at the global step.
+
+    ``init_kwargs`` go to ``wandb.init`` (project, entity, group, tags, name, config, dir, save_code, reinit,
+    sync_tensorboard, id). The run id is hook state: a resumed job continues the same run. With
+    ``sync_tensorboard`` the run mirrors the TensorBoard events instead of logging the scalars twice."""
+
+    def __init__(self, init_kwargs: dict[str, Any], *, every: int = 10):
+        self.init_kwargs = init_kwargs
+        self.every = every
+        self.run_id: str | None = init_kwargs.get("id")
+        self.run: Any = None
+
+    def before_train(self) -> None:
+        wandb = require("wandb", extra="wandb", purpose="wandb.enable=true")
+        self.run = wandb.init(**{**self.init_kwargs, "id": self.run_id, "resume": "allow"})
+        self.run_id = self.run.id
+        log.info("W&B run %s (%s)", self.run.id, self.run.dir)
+
+    @property
+    def logs_scalars(self) -> bool:
+        return not self.init_kwargs.get("sync_tensorboard")
+
+    def after_step(self) -> None:
+        state = self.trainer.state
+        end_of_epoch = state.step_in_epoch >= state.steps_per_epoch
+        if self.logs_scalars and (state.global_step % self.every == 0 or end_of_epoch):
+            scalars = {f"train/{key}": value for key, value in state.losses.items()}
+            self.run.log({**scalars, "train/lr": state.lr}, step=state.global_step)
+
+    def after_epoch(self) -> None:
+        state = self.trainer.state
+        if self.logs_scalars:
+            scalars = {f"epoch/{key}": value for key, value in state.epoch_losses.items()}
+            scalars.update({f"val/{key}": value for key, value in state.metrics.items()})
+            self.run.log({**scalars, "epoch": state.epoch}, step=state.global_step)
+
+    def after_train(self) -> None:
+        self.run.finish()
+
+    def on_failure(self, error: BaseException) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id} if self.run_id else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.init_kwargs.get("id") is None:  # wandb.run_id, when set, names the run
+            self.run_id = state["run_id"]
 
 
 class ProgressHook(Hook):
