@@ -131,8 +131,7 @@ class DatasetSpec(Section):
     pin_memory: bool = spec_field(True, description="Page-locked host memory for faster host-to-GPU copies.")
     dataset_type: Literal["serialized", "default"] = spec_field(
         "serialized",
-        description="TAO compatibility: annotations are always held as shared numpy arrays here, so both "
-        "values behave the same.",
+        description="TAO's annotation storage.",
     )
     num_classes: int = spec_field(
         80, ge=1, description="Number of categories, or TAO's 'max category id + 1'.", automl=False

@@ -46,9 +46,7 @@ class ExperimentSpec(Section):
     """Everything a job reads. Loaded once, validated, then frozen."""
 
     model_name: Literal["rtdetr"] = spec_field("rtdetr", description="Network identifier (TAO compatibility).")
-    encryption_key: str | None = spec_field(
-        None, description="TAO compatibility only: checkpoints and ONNX files are written unencrypted.", automl=False
-    )
+    encryption_key: str | None = spec_field(None, description="TAO's model encryption key.", automl=False)
     results_dir: str = spec_field(
         "results",
         min_length=1,
