@@ -88,7 +88,7 @@ class EpochLoader:
     """Iterates ``(images [B, 3, H, W], targets)`` of the current epoch; see :class:`ShardedBatchSampler`."""
 
     def __init__(self, dataset: Dataset, sampler: ShardedBatchSampler, collate: Collate, workers: int, pin: bool):
-        self.dataset, self.sampler = dataset, sampler
+        self.dataset, self.sampler, self.pin_memory = dataset, sampler, pin
         self.loader = DataLoader(
             dataset,
             batch_sampler=sampler,

@@ -118,6 +118,7 @@ class Trainer:
         self.seed = seed
         self.rank = rank
         self.clip_grad_norm = clip_grad_norm
+        self.precision = precision
         self.ema = ema
         self.ema_every = ema_every
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
