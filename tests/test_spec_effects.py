@@ -18,11 +18,12 @@ import json
 import math
 import tarfile
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from test_train import TINY_MODEL
@@ -36,11 +37,13 @@ from rtdetr_tao.errors import RTDETRError
 
 @dataclass(frozen=True)
 class P:
-    """A probe: set the key to ``value`` (``given`` set on both sides) and ``aspect`` must change."""
+    """A probe: set the key to ``value`` (``given`` set on both sides, ``also`` with it: keys that must change
+    together) and ``aspect`` must change."""
 
     value: Any
     aspect: str
     given: tuple[tuple[str, Any], ...] = ()
+    also: tuple[tuple[str, Any], ...] = ()
 
 
 INT8 = (("gen_trt_engine.tensorrt.data_type", "INT8"),)
@@ -52,7 +55,13 @@ SGD = (("train.optim.optimizer", "SGD"),)
 EMA = (("train.enable_ema", True),)
 PATIENCE = (("train.early_stopping_patience", 2),)
 HYPERBAND = (("automl.algorithm", "hyperband"),)
-NO_PRESET = (("model.preset", None),)
+TWO_LEVELS = (
+    ("model.return_interm_indices", [2, 3]),
+    ("model.feat_strides", [16, 32]),
+    ("model.feat_channels", [32, 32]),
+    ("model.use_encoder_idx", [1]),
+)
+QUANT_CAL = (*QUANT, ("quantize.calibration_batches", 2))
 
 PROBES: dict[str, P] = {
     "results_dir": P("{tmp}/elsewhere", "dirs"),
@@ -78,20 +87,12 @@ PROBES: dict[str, P] = {
     "model.num_queries": P(30, "net"),
     "model.num_select": P(5, "eval_results"),
     "model.num_feature_levels": P(4, "net"),
-    "model.return_interm_indices": P(
-        [2, 3],
-        "net",
-        (("model.feat_strides", [16, 32]), ("model.feat_channels", [32, 32]), ("model.use_encoder_idx", [1])),
-    ),  # noqa: E501
-    "model.feat_strides": P(
-        [16, 32],
-        "net",
-        (("model.return_interm_indices", [2, 3]), ("model.feat_channels", [32, 32]), ("model.use_encoder_idx", [1])),
-    ),  # noqa: E501
-    "model.feat_channels": P([64, 64, 64], "net", (("model.enc_hidden_dim", 64),)),
+    "model.return_interm_indices": P([2, 3], "net", also=TWO_LEVELS),
+    "model.feat_strides": P([16, 32], "net", also=TWO_LEVELS),
+    "model.feat_channels": P([64, 64, 64], "net", also=(("model.enc_hidden_dim", 64),)),
     "model.use_encoder_idx": P([1], "net"),
     "model.hidden_dim": P(64, "net"),
-    "model.enc_hidden_dim": P(64, "net", (("model.feat_channels", [64, 64, 64]),)),
+    "model.enc_hidden_dim": P(64, "net", also=(("model.feat_channels", [64, 64, 64]),)),
     "model.nheads": P(8, "net"),
     "model.dropout_ratio": P(0.5, "net"),
     "model.enc_layers": P(2, "net"),
@@ -103,8 +104,8 @@ PROBES: dict[str, P] = {
     "model.enc_act": P("relu", "net"),
     "model.act": P("relu", "net"),
     "model.dec_layers": P(2, "net"),
-    "model.dn_number": P(4, "net"),
-    "model.label_noise_ratio": P(0.1, "net"),
+    "model.dn_number": P(8, "net"),
+    "model.label_noise_ratio": P(1.0, "net"),
     "model.box_noise_scale": P(0.3, "net"),
     "model.eval_idx": P(0, "net"),
     "model.num_points": P(2, "net"),
@@ -132,18 +133,17 @@ PROBES: dict[str, P] = {
     "dataset.val_data_sources.image_dir": P("{train_images}", "val"),
     "dataset.val_data_sources.json_file": P(
         "{train_json}", "val", (("dataset.val_data_sources.image_dir", "{train_images}"),)
-    ),  # noqa: E501
+    ),
     "dataset.test_data_sources.image_dir": P("{train_images}", "eval_results"),
     "dataset.test_data_sources.json_file": P(
         "{train_json}", "eval_results", (("dataset.test_data_sources.image_dir", "{train_images}"),)
-    ),  # noqa: E501
+    ),
     "dataset.infer_data_sources.image_dir": P(["{train_images}"], "infer_files"),
     "dataset.infer_data_sources.classmap": P("{classmap}", "infer_files"),
-    "dataset.quant_calibration_data_sources.image_dir": P("{train_images}", "quant_calib"),
-    "dataset.quant_calibration_data_sources.json_file": P("{val_json}", "quant_eval"),
+    "dataset.quant_calibration_data_sources.image_dir": P("{val_images}", "quant_calib", QUANT),
+    "dataset.quant_calibration_data_sources.json_file": P("{train_json}", "quant_eval", QUANT),
     "dataset.batch_size": P(1, "batch"),
     "dataset.workers": P(1, "loader"),
-    "dataset.remap_mscoco_category": P(True, "batch", (("dataset.num_classes", 80),)),
     "dataset.pin_memory": P(False, "loader"),
     "dataset.num_classes": P(6, "net"),
     "dataset.eval_class_ids": P([1], "val"),
@@ -152,8 +152,8 @@ PROBES: dict[str, P] = {
         "{tmp}/cache",
         "loader",
         (("dataset.train_data_sources", [{"image_dir": "{train_tar}", "json_file": "{train_json}"}]),),
-    ),  # noqa: E501
-    "dataset.augmentation.multi_scales": P([], "batch"),
+    ),
+    "dataset.augmentation.multi_scales": P([96], "batch"),
     "dataset.augmentation.train_spatial_size": P([96, 96], "batch", (("dataset.augmentation.multi_scales", []),)),
     "dataset.augmentation.eval_spatial_size": P([96, 96], "val"),
     "dataset.augmentation.distortion_prob": P(0.0, "batch"),
@@ -174,7 +174,7 @@ PROBES: dict[str, P] = {
     "train.checkpoint_interval": P(2, "hooks"),
     "train.checkpoint_interval_unit": P("step", "hooks"),
     "train.validation_interval": P(2, "hooks"),
-    "train.resume_training_checkpoint_path": P("{checkpoint}", "trainer"),
+    "train.resume_training_checkpoint_path": P("{resumable}", "trainer"),
     "train.results_dir": P("{tmp}/train_elsewhere", "dirs"),
     "train.freeze": P(["encoder"], "model"),
     "train.pretrained_model_path": P("{checkpoint}", "model"),
@@ -192,7 +192,7 @@ PROBES: dict[str, P] = {
     "train.optim.lr_backbone": P(1e-3, "optimizer"),
     "train.optim.momentum": P(0.5, "optimizer", SGD),
     "train.optim.weight_decay": P(0.01, "optimizer"),
-    "train.optim.lr_scheduler": P("StepLR", "schedule"),
+    "train.optim.lr_scheduler": P("StepLR", "schedule", (("train.optim.lr_step_size", 1),)),
     "train.optim.lr_steps": P([1], "schedule"),
     "train.optim.lr_step_size": P(1, "schedule", STEP_LR),
     "train.optim.lr_decay": P(0.5, "schedule", (("train.optim.lr_steps", [1]),)),
@@ -203,7 +203,7 @@ PROBES: dict[str, P] = {
     "train.early_stopping_patience": P(2, "hooks"),
     "train.device": P("cuda", "trainer"),
     # --- evaluate (rtdetr evaluate; rtdetr-deploy evaluate reads the same section) ---
-    "evaluate.checkpoint": P("{checkpoint}", "eval_results"),
+    "evaluate.checkpoint": P("{checkpoint2}", "eval_results"),
     "evaluate.trt_engine": P("{onnx}", "deploy_eval_results"),
     "evaluate.results_dir": P("{tmp}/evaluated", "dirs"),
     "evaluate.batch_size": P(1, "eval_input"),
@@ -212,12 +212,14 @@ PROBES: dict[str, P] = {
     "evaluate.conf_threshold": P(0.9, "eval_results"),
     "evaluate.is_quantized": P(True, "eval_results"),
     # --- inference ---
-    "inference.checkpoint": P("{checkpoint}", "infer_files"),
+    "inference.checkpoint": P("{checkpoint2}", "infer_files"),
     "inference.trt_engine": P("{onnx}", "deploy_infer_files"),
     "inference.results_dir": P("{tmp}/inferred", "dirs"),
     "inference.batch_size": P(1, "infer_input"),
-    "inference.color_map": P({"c1": "#ff0000", "c3": "#ff0000", "c5": "#ff0000", "c7": "#ff0000"}, "infer_files"),
-    "inference.conf_threshold": P(0.0, "infer_files"),
+    "inference.color_map": P(
+        {"{class0}": "#ff0000", "{class1}": "#ff0000", "{class2}": "#ff0000", "{class3}": "#ff0000"}, "infer_files"
+    ),  # noqa: E501
+    "inference.conf_threshold": P(0.99, "infer_files"),
     "inference.input_width": P(96, "infer_input"),
     "inference.input_height": P(96, "infer_input"),
     "inference.outline_width": P(1, "infer_files"),
@@ -225,7 +227,7 @@ PROBES: dict[str, P] = {
     # --- export ---
     "export.results_dir": P("{tmp}/exported", "dirs"),
     "export.gpu_id": P(1, "export_device"),
-    "export.checkpoint": P("{checkpoint}", "export_graph"),
+    "export.checkpoint": P("{checkpoint2}", "export_graph", (("export.check_parity", True),)),
     "export.onnx_file": P("{tmp}/other.onnx", "export_graph"),
     "export.on_cpu": P(True, "export_device"),
     "export.input_width": P(96, "export_graph"),
@@ -262,16 +264,16 @@ PROBES: dict[str, P] = {
     "quantize.skip_names": P(["*decoder*"], "quant_config", QUANT),
     "quantize.default_layer_dtype": P("int8", "quant_config"),
     "quantize.default_activation_dtype": P("int8", "quant_config", (("quantize.default_layer_dtype", "int8"),)),
-    "quantize.model_path": P("{checkpoint}", "quant_config", QUANT),
+    "quantize.model_path": P("{checkpoint2}", "quant_calib", QUANT),
     "quantize.results_dir": P("{tmp}/quantized", "dirs"),
     "quantize.calibration_batches": P(1, "quant_calib", QUANT),
     "quantize.device": P("cuda", "quant_config", QUANT),
     "quantize.backend_kwargs": P({"verbose": True}, "quant_config", QUANT),
     # --- distill ---
-    "distill.pretrained_teacher_model_path": P("{checkpoint}", "distill_loss"),
+    "distill.pretrained_teacher_model_path": P("{checkpoint2}", "distill_loss"),
     "distill.bindings": P(
         [{"student_module_name": "dsrcs", "teacher_module_name": "dsrcs", "criterion": "L1"}], "distill_loss"
-    ),  # noqa: E501
+    ),
     "distill.results_dir": P("{tmp}/distilled", "dirs"),
     # --- automl: the study and its trials ---
     "automl.algorithm": P("random", "automl"),
@@ -298,13 +300,13 @@ TEACHER_PROBES = {  # the teacher's architecture: what distill builds from disti
         "return_interm_indices", "feat_strides", "feat_channels", "use_encoder_idx", "hidden_dim", "enc_hidden_dim",
         "nheads", "enc_layers", "dim_feedforward", "dec_dim_feedforward", "pe_temperature", "expansion",
         "depth_mult", "enc_act", "act", "dec_layers", "eval_idx", "num_points", "cross_attn_method",
-        "query_select_method", "aux_loss",
+        "query_select_method",
     )
 }  # fmt: skip
 for _key, _aspect in TEACHER_PROBES.items():
     _student = PROBES[f"model.{_key}"]
-    _given = tuple((k.replace("model.", "distill.teacher.", 1), v) for k, v in _student.given)
-    PROBES[f"distill.teacher.{_key}"] = P(_student.value, _aspect, _given)
+    _teacher = lambda pairs: tuple((k.replace("model.", "distill.teacher.", 1), v) for k, v in pairs)  # noqa: E731
+    PROBES[f"distill.teacher.{_key}"] = P(_student.value, _aspect, _teacher(_student.given), _teacher(_student.also))
 
 
 def leaf_keys() -> list[str]:
@@ -338,7 +340,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 def _world(root: Path) -> dict[str, str]:
     train = write_split(root / "train", 4, size=(64, 64), seed=0)
-    val = write_split(root / "val", 2, size=(64, 64), seed=1)
+    val = write_split(root / "val", 2, size=(96, 64), seed=1)
     paths = {
         "tmp": str(root),
         "train_images": str(train.image_dir),
@@ -352,7 +354,11 @@ def _world(root: Path) -> dict[str, str]:
     paths["train_tar"] = str(root / "train_images.tar.gz")
     paths["classmap"] = str(root / "classes.txt")
     spec = make_spec(paths, [])
-    paths["checkpoint"] = str(_checkpoint(spec, root / "ckpt.pth"))
+    paths["checkpoint"] = str(_checkpoint(spec, root / "ckpt.pth", seed=0))
+    paths["checkpoint2"] = str(_checkpoint(spec, root / "ckpt2.pth", seed=1))
+    paths["resumable"] = str(_resumable(spec, root / "resumable.pth"))
+    names = torch.load(paths["checkpoint"], weights_only=True)["category_map"]["category_names"]
+    paths.update({f"class{i}": name for i, name in enumerate(names)})
     paths["backbone_weights"] = str(_backbone_weights(spec, root / "backbone.pth"))
     paths["onnx"] = str(_onnx(spec, paths["checkpoint"], root / "model.onnx"))
     return paths
@@ -367,7 +373,7 @@ def base_overrides(paths: dict[str, str]) -> dict[str, Any]:
         "dataset.val_data_sources": source("val"),
         "dataset.test_data_sources": source("val"),
         "dataset.infer_data_sources": {"image_dir": [paths["val_images"]]},
-        "dataset.quant_calibration_data_sources": {"image_dir": paths["val_images"]},
+        "dataset.quant_calibration_data_sources": {"image_dir": paths["train_images"]},
         "dataset.num_classes": 4,
         "dataset.batch_size": 2,
         "dataset.workers": 0,
@@ -375,13 +381,13 @@ def base_overrides(paths: dict[str, str]) -> dict[str, Any]:
             "train_spatial_size": [64, 64],
             "eval_spatial_size": [64, 64],
             "multi_scales": [64, 96],
-        },  # noqa: E501
+        },
         "train.device": "cpu",
-        "train.num_epochs": 2,
+        "train.num_epochs": 4,
         "train.seed": 3,
         "evaluate.checkpoint": paths.get("checkpoint"),
         "inference.checkpoint": paths.get("checkpoint"),
-        "inference.conf_threshold": 0.01,
+        "inference.conf_threshold": 0.0,
         "export.checkpoint": paths.get("checkpoint"),
         "export.onnx_file": f"{paths['tmp']}/export.onnx",
         "export.input_width": 64,
@@ -389,14 +395,11 @@ def base_overrides(paths: dict[str, str]) -> dict[str, Any]:
         "export.check_parity": False,
         "quantize.model_path": paths.get("checkpoint"),
         "quantize.calibration_batches": 2,
-        "gen_trt_engine.onnx_file": paths.get("onnx"),
         "gen_trt_engine.trt_engine": f"{paths['tmp']}/base.engine",
         "distill": {
             "teacher": {**TINY_MODEL, "num_queries": 10, "num_select": 10},
             "pretrained_teacher_model_path": paths.get("checkpoint"),
-        },  # noqa: E501
-        "evaluate.trt_engine": paths.get("onnx"),
-        "inference.trt_engine": paths.get("onnx"),
+        },
         "automl.num_trials": 2,
         "automl.parameters": ["train.optim.lr"],
         "automl.algorithm": "random",
@@ -409,7 +412,7 @@ def fill(value: Any, paths: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [fill(v, paths) for v in value]
     if isinstance(value, dict):
-        return {k: fill(v, paths) for k, v in value.items()}
+        return {fill(k, paths): fill(v, paths) for k, v in value.items()}
     return value
 
 
@@ -420,16 +423,29 @@ def make_spec(paths: dict[str, str], settings: list[tuple[str, Any]]) -> Experim
     return load_spec(None, overrides).spec
 
 
-def _checkpoint(spec: ExperimentSpec, path: Path) -> Path:
+def _checkpoint(spec: ExperimentSpec, path: Path, seed: int) -> Path:
     from rtdetr_tao.data.categories import category_map_from_sources
     from rtdetr_tao.engine.checkpoint import save_checkpoint
     from rtdetr_tao.model.build import build_model
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_model(spec.model, 4, eval_spatial_size=(64, 64))
     cmap = category_map_from_sources(spec.dataset, spec.dataset.train_data_sources)
     state = {"model": model.state_dict(), "spec": spec.model_dump(mode="json"), "category_map": cmap.to_dict()}
     return save_checkpoint(path, {**state, "epoch": 0})
+
+
+def _resumable(spec: ExperimentSpec, path: Path) -> Path:
+    """A checkpoint of the train action after its first epoch (as CheckpointHook writes it)."""
+    from rtdetr_tao.engine.hooks import CheckpointHook
+
+    with pytest.MonkeyPatch.context() as m:
+        trainer = _run_training("train", _fresh(spec, path.parent / "resumable"), m)
+    trainer.state.global_step, trainer.state.steps_per_epoch, trainer.state.step_in_epoch = 2, 2, 2
+    hook = next(h for h in trainer.hooks if isinstance(h, CheckpointHook))
+    saved = hook.save(step=None)
+    saved.replace(path)
+    return path
 
 
 def _backbone_weights(spec: ExperimentSpec, path: Path) -> Path:
@@ -452,7 +468,9 @@ def _onnx(spec: ExperimentSpec, checkpoint: str, path: Path) -> Path:
 
 def digest(value: Any) -> str:
     if torch.is_tensor(value):
-        return hashlib.sha256(value.detach().float().contiguous().numpy().tobytes()).hexdigest()[:16]
+        value = value.detach().float().contiguous().numpy()
+    if isinstance(value, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -505,9 +523,8 @@ def _net_fingerprint(model, loss_fn, spec: ExperimentSpec) -> list[Any]:
     h, w = spec.dataset.augmentation.train_spatial_size
     torch.manual_seed(0)
     images = torch.rand(2, 3, h, w)
-    targets = [
-        {"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.2]])}
-    ] * 2
+    boxes = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.2], [0.5, 0.4, 0.4, 0.3], [0.7, 0.2, 0.2, 0.2]])
+    targets = [{"labels": torch.tensor([0, 1, 2, 3]), "boxes": boxes}] * 2
     structure = [(n, type(m).__name__) for n, m in model.named_modules()]
     params = [(n, list(p.shape), p.requires_grad, digest(p)) for n, p in model.named_parameters()]
     model.train()
@@ -516,7 +533,7 @@ def _net_fingerprint(model, loss_fn, spec: ExperimentSpec) -> list[Any]:
     model.eval()
     with torch.no_grad():
         out = model(images)
-    rounded = {k: round(float(v), 5) for k, v in losses.items()}
+    rounded = {k: float(v) for k, v in losses.items()}
     return [digest(structure), digest(params), rounded, digest(out["pred_logits"]), digest(out["pred_boxes"])]
 
 
@@ -532,7 +549,7 @@ def _fresh(spec: ExperimentSpec, tmp: Path) -> ExperimentSpec:
     """The spec with a results folder of its own (a reused one would be resumed from)."""
     return (
         spec.model_copy(update={"results_dir": str(tmp / "results")}) if spec.results_dir.endswith("/results") else spec
-    )  # noqa: E501
+    )
 
 
 def o_training(part: str):
@@ -541,8 +558,16 @@ def o_training(part: str):
 
         trainer = _run_training("train", _fresh(spec, tmp), monkeypatch)
         if part == "optimizer":
+            names = {id(p): n for n, p in trainer.model.named_parameters()}
             groups = [
-                (g.get("name"), g["lr"], g["weight_decay"], len(g["params"]), g.get("momentum"), g.get("betas"))
+                (
+                    g.get("name"),
+                    g["lr"],
+                    g["weight_decay"],
+                    digest(sorted(names.get(id(p), "?") for p in g["params"])),
+                    g.get("momentum"),
+                    g.get("betas"),
+                )  # noqa: E501
                 for g in trainer.optimizer.param_groups
             ]
             return [type(trainer.optimizer).__name__, groups]
@@ -551,9 +576,7 @@ def o_training(part: str):
             return [trainer.schedule.factor(e, s) for e, s in steps]
         if part == "trainer":
             ema = trainer.ema
-            ema_settings = (
-                None if ema is None else [ema.decay, ema.warmup_steps, str(next(ema.module.parameters()).device)]
-            )  # noqa: E501
+            ema_settings = None if ema is None else [ema.decay, ema.warmup_steps, ema.device]
             return [
                 trainer.num_epochs, trainer.seed, trainer.clip_grad_norm, trainer.precision, str(trainer.device),
                 trainer.ema_every, ema_settings, trainer.asked_sync_bn, trainer.state.global_step,
@@ -591,7 +614,17 @@ def o_net(spec, paths, monkeypatch, tmp):
     torch.manual_seed(0)
     model = build_model(spec.model, spec.dataset.num_classes, eval_spatial_size=size)
     criterion = build_criterion(spec.model, spec.dataset.num_classes)
-    return _net_fingerprint(model, detection_loss(spec, criterion, None, model), spec)
+    settings = [_plain(criterion), _plain(criterion.matcher)]
+    return [settings, *_net_fingerprint(model, detection_loss(spec, criterion, None, model), spec)]
+
+
+def _plain(module) -> dict[str, Any]:
+    """A module's plain settings (numbers, strings, lists of them)."""
+    return {
+        k: v
+        for k, v in vars(module).items()
+        if isinstance(v, int | float | str | list | tuple | dict) and not k.startswith("_")
+    }  # noqa: E501
 
 
 def o_teacher(spec, paths, monkeypatch, tmp):
@@ -607,7 +640,7 @@ def o_teacher(spec, paths, monkeypatch, tmp):
         digest([(n, list(p.shape)) for n, p in teacher.named_parameters()]),
         [type(m).__name__ for m in teacher.modules()],
         digest(out["pred_logits"]),
-    ]  # noqa: E501
+    ]
 
 
 def o_distill(part: str):
@@ -635,10 +668,16 @@ def o_distill(part: str):
 
 def o_launch(spec, paths, monkeypatch, tmp):
     from rtdetr_tao.engine.distributed import plan_launch
+    from rtdetr_tao.engine.setup import start_job
 
     train = spec.train
     plan = plan_launch(train.num_gpus, train.device_ids, train.num_nodes, {}, use_cuda=True)
-    return vars(plan) if plan is not None else None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with start_job(
+        _fresh(spec, tmp).model_copy(update={"train": train.model_copy(update={"device": "cuda"})}), "train"
+    ) as ctx:  # noqa: E501
+        device = str(ctx.device)
+    return [vars(plan) if plan is not None else None, device]
 
 
 def o_cli(spec, paths, monkeypatch, tmp):
@@ -649,7 +688,7 @@ def o_cli(spec, paths, monkeypatch, tmp):
     monkeypatch.setattr(train, "run", lambda s: calls.append("run"))
     monkeypatch.setattr(
         cli, "load_spec", lambda *a, **k: type("L", (), {"spec": spec, "warnings": ()})(), raising=False
-    )  # noqa: E501
+    )
     import rtdetr_tao.config as config
 
     monkeypatch.setattr(config, "load_spec", lambda *a, **k: type("L", (), {"spec": spec, "warnings": ()})())
@@ -674,18 +713,19 @@ def o_evaluate(part: str):
             shapes.extend(list(images.shape) for images, _ in loader)
             return real(model, loader, *args, **kwargs)
 
+        scored: list[Any] = []
+        real_coco = evaluate.evaluate_coco
+
+        def scoring(coco_gt, detections, *args, **kwargs):
+            scored.append([coco_gt.getImgIds(), [digest(d.scores) + digest(d.boxes) for d in detections], args, kwargs])
+            return real_coco(coco_gt, detections, *args, **kwargs)
+
         monkeypatch.setattr(evaluate, "predict", recording)
-        metrics = evaluate.run(_fresh(spec, tmp))
-        if part == "input":
-            return shapes
-        return {k: v for k, v in vars(metrics).items() if isinstance(v, float | int)} | {"n": _detections(tmp)}
+        monkeypatch.setattr(evaluate, "evaluate_coco", scoring)
+        evaluate.run(_fresh(spec, tmp))
+        return shapes if part == "input" else digest(scored)
 
     return observer
-
-
-def _detections(tmp: Path) -> Any:
-    results = tmp / "results" / "evaluate" / "results.json"
-    return json.loads(results.read_text()) if results.is_file() else None
 
 
 def o_inference(part: str):
@@ -737,6 +777,7 @@ def o_deploy(part: str):
 def o_export(part: str):
     def observer(spec, paths, monkeypatch, tmp):
         import onnx
+        import onnx.numpy_helper
 
         from rtdetr_tao.actions import export
 
@@ -749,10 +790,8 @@ def o_export(part: str):
 
             monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
             monkeypatch.setattr(export, "start_job", record)
-            try:
+            with suppress(Recorded):
                 export.run(spec)
-            except Recorded:
-                pass
             return devices
         calls: list[Any] = []
         real = export.export_onnx
@@ -760,11 +799,12 @@ def o_export(part: str):
         spec = _fresh(spec, tmp)
         spec = spec.model_copy(
             update={"export": spec.export.model_copy(update={"onnx_file": str(tmp / Path(spec.export.onnx_file).name)})}
-        )  # noqa: E501
+        )
         path = export.run(spec)
         graph = onnx.load(str(path))
         dims = [[d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
         ops = sorted({n.op_type for n in graph.graph.node})
+        ops.append(digest([digest(onnx.numpy_helper.to_array(t)) for t in graph.graph.initializer]))
         status = (tmp / "results" / "export" / "status.json").read_text().splitlines()[-1]
         return [
             Path(path).name,
@@ -775,7 +815,7 @@ def o_export(part: str):
             len(graph.graph.node),
             calls,
             "onnx_max_abs_diff" in status,
-        ]  # noqa: E501
+        ]
 
     return observer
 
@@ -809,27 +849,26 @@ def o_quantize(part: str):
             real_forward = model.forward
             model.forward = lambda images, *a, **k: (batches.append(list(images.shape)), real_forward(images, *a, **k))[
                 1
-            ]  # noqa: E501
+            ]
             forward_loop(model)
-            seen.update(config=json.loads(json.dumps(config, default=str)), batches=batches)
+            weights = digest([digest(p) for p in model.parameters()])
+            seen.update(config=json.loads(json.dumps(config, default=str)), batches=[batches, weights])
             raise Recorded("calibrated")
 
         monkeypatch.setattr(mtq, "quantize", record)
         if part == "eval":
-            from rtdetr_tao.actions import quantize as q
+            from rtdetr_tao.eval import coco
 
             evaluated: list[Any] = []
-            real_eval = q.evaluate_coco
-            monkeypatch.setattr(q, "evaluate_coco", lambda *a, **k: (evaluated.append(1), real_eval(*a, **k))[1])
-            try:
+            real_eval = coco.evaluate_coco
+            monkeypatch.setattr(
+                coco, "evaluate_coco", lambda gt, *a, **k: (evaluated.append(gt.getImgIds()), real_eval(gt, *a, **k))[1]
+            )  # noqa: E501
+            with suppress(Recorded):
                 quantize.run(_fresh(spec, tmp))
-            except Recorded:
-                pass
             return evaluated
-        try:
+        with suppress(Recorded):
             quantize.run(_fresh(spec, tmp))
-        except Recorded:
-            pass
         return seen.get("config") if part == "config" else seen.get("batches")
 
     return observer
@@ -859,14 +898,14 @@ def o_automl(spec, paths, monkeypatch, tmp):
         seen,
         {k: v for k, v in results.items() if k in ("direction", "study_name", "storage", "best_value")},
         results.get("trials"),
-    ]  # noqa: E501
+    ]
 
 
 OBSERVERS = {
     **{
         part: o_training(part)
         for part in ("optimizer", "schedule", "trainer", "hooks", "loader", "batch", "model", "cudnn", "val")
-    },  # noqa: E501
+    },
     "net": o_net,
     "teacher": o_teacher,
     "student": o_distill("student"),
@@ -903,9 +942,8 @@ def test_every_key_is_probed_or_compatibility_only():
     stale = sorted((set(PROBES) | set(COMPATIBILITY_ONLY)) - set(keys))
     assert not stale, f"probes or COMPATIBILITY_ONLY entries for keys the spec no longer has: {stale}"
     assert all(p.aspect in OBSERVERS for p in PROBES.values())
-    print(
-        f"\nkeys: {len(keys)}; effective {len(PROBES)}, compatibility-only {len(COMPATIBILITY_ONLY)}, one valid value {len(fixed)}"
-    )  # noqa: E501
+    counts = f"effective {len(PROBES)}, compatibility-only {len(COMPATIBILITY_ONLY)}, one valid value {len(fixed)}"
+    print(f"\nkeys: {len(keys)}; {counts}")
 
 
 @pytest.mark.parametrize("key", sorted(PROBES))
@@ -916,7 +954,7 @@ def test_key_changes_what_the_job_does(key, world, monkeypatch, tmp_path, baseli
     if base_key not in baselines:
         with monkeypatch.context() as m:
             baselines[base_key] = observe(probe.aspect, make_spec(world, given), world, m, tmp_path / "base")
-    spec = make_spec(world, [*given, (key, probe.value)])
+    spec = make_spec(world, [*given, (key, probe.value), *probe.also])
     changed = observe(probe.aspect, spec, world, monkeypatch, tmp_path / "probe")
     assert changed != baselines[base_key], f"{key}={probe.value!r} does not change {probe.aspect}"
 

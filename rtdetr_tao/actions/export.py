@@ -120,7 +120,7 @@ def run(spec: ExperimentSpec) -> Path:
     if cfg.input_height % 32 or cfg.input_width % 32:
         raise SpecError(f"export.input_height/input_width {cfg.input_height}x{cfg.input_width} must be multiples of 32")
     size = (cfg.input_height, cfg.input_width)
-    device = "cpu" if cfg.on_cpu or not torch.cuda.is_available() else "cuda"
+    device = "cpu" if cfg.on_cpu or not torch.cuda.is_available() else f"cuda:{cfg.gpu_id}"
     with start_job(spec, "export", device=device) as ctx:
         path = Path(cfg.onnx_file)
         path.parent.mkdir(parents=True, exist_ok=True)

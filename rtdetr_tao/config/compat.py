@@ -18,7 +18,7 @@ _TEACHER_REASON = (
 )
 _TEACHER_INERT = (
     "train_backbone", "freeze_at", "load_teacher_enc_dec", "num_select", "dropout_ratio", "dn_number",
-    "label_noise_ratio", "box_noise_scale", "vfl_loss_coef", "bbox_loss_coef", "giou_loss_coef", "class_cost",
+    "label_noise_ratio", "box_noise_scale", "aux_loss", "vfl_loss_coef", "bbox_loss_coef", "giou_loss_coef", "class_cost",
     "bbox_cost", "giou_cost", "alpha", "gamma", "matcher_alpha", "matcher_gamma", "clip_max_norm", "loss_types",
     "backbone_names", "linear_proj_names", "lr_linear_proj_mult", "distillation_loss_coef",
 )  # fmt: skip
@@ -27,6 +27,8 @@ _ONE_PROCESS = "runs in one process on train.device; multi-GPU {} is not impleme
 COMPATIBILITY_ONLY: dict[str, str] = {
     "encryption_key": "checkpoints and ONNX files are written unencrypted",
     "dataset.dataset_type": "annotations are always held as shared numpy arrays, so both values behave the same",
+    "dataset.remap_mscoco_category": "the label <-> category-id mapping follows dataset.num_classes: 80 maps COCO's "
+    "91 ids to 80 contiguous labels (and back on output), 91 keeps the ids as labels",
     **{f"evaluate.{k}": _ONE_PROCESS.format("evaluation") for k in ("num_gpus", "gpu_ids", "num_nodes")},
     **{f"inference.{k}": _ONE_PROCESS.format("inference") for k in ("num_gpus", "gpu_ids", "num_nodes")},
     "gen_trt_engine.gpu_id": "the engine is built on the current CUDA device; choose it with CUDA_VISIBLE_DEVICES",
