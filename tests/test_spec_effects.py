@@ -218,7 +218,7 @@ PROBES: dict[str, P] = {
     "inference.batch_size": P(1, "infer_input"),
     "inference.color_map": P(
         {"{class0}": "#ff0000", "{class1}": "#ff0000", "{class2}": "#ff0000", "{class3}": "#ff0000"}, "infer_files"
-    ),  # noqa: E501
+    ),
     "inference.conf_threshold": P(0.99, "infer_files"),
     "inference.input_width": P(96, "infer_input"),
     "inference.input_height": P(96, "infer_input"),
@@ -567,7 +567,7 @@ def o_training(part: str):
                     digest(sorted(names.get(id(p), "?") for p in g["params"])),
                     g.get("momentum"),
                     g.get("betas"),
-                )  # noqa: E501
+                )
                 for g in trainer.optimizer.param_groups
             ]
             return [type(trainer.optimizer).__name__, groups]
@@ -624,7 +624,7 @@ def _plain(module) -> dict[str, Any]:
         k: v
         for k, v in vars(module).items()
         if isinstance(v, int | float | str | list | tuple | dict) and not k.startswith("_")
-    }  # noqa: E501
+    }
 
 
 def o_teacher(spec, paths, monkeypatch, tmp):
@@ -675,7 +675,7 @@ def o_launch(spec, paths, monkeypatch, tmp):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with start_job(
         _fresh(spec, tmp).model_copy(update={"train": train.model_copy(update={"device": "cuda"})}), "train"
-    ) as ctx:  # noqa: E501
+    ) as ctx:
         device = str(ctx.device)
     return [vars(plan) if plan is not None else None, device]
 
@@ -863,7 +863,7 @@ def o_quantize(part: str):
             real_eval = coco.evaluate_coco
             monkeypatch.setattr(
                 coco, "evaluate_coco", lambda gt, *a, **k: (evaluated.append(gt.getImgIds()), real_eval(gt, *a, **k))[1]
-            )  # noqa: E501
+            )
             with suppress(Recorded):
                 quantize.run(_fresh(spec, tmp))
             return evaluated

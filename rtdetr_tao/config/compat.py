@@ -18,8 +18,9 @@ _TEACHER_REASON = (
 )
 _TEACHER_INERT = (
     "train_backbone", "freeze_at", "load_teacher_enc_dec", "num_select", "dropout_ratio", "dn_number",
-    "label_noise_ratio", "box_noise_scale", "aux_loss", "vfl_loss_coef", "bbox_loss_coef", "giou_loss_coef", "class_cost",
-    "bbox_cost", "giou_cost", "alpha", "gamma", "matcher_alpha", "matcher_gamma", "clip_max_norm", "loss_types",
+    "label_noise_ratio", "box_noise_scale", "aux_loss", "vfl_loss_coef", "bbox_loss_coef", "giou_loss_coef",
+    "class_cost", "bbox_cost", "giou_cost", "alpha", "gamma", "matcher_alpha", "matcher_gamma", "clip_max_norm",
+    "loss_types",
     "backbone_names", "linear_proj_names", "lr_linear_proj_mult", "distillation_loss_coef",
 )  # fmt: skip
 _ONE_PROCESS = "runs in one process on train.device; multi-GPU {} is not implemented"
