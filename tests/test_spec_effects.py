@@ -50,6 +50,7 @@ INT8 = (("gen_trt_engine.tensorrt.data_type", "INT8"),)
 CAL = (*INT8, ("gen_trt_engine.tensorrt.calibration.cal_image_dir", ["{val_images}"]))
 QUANT = (("quantize.default_layer_dtype", "int8"), ("quantize.default_activation_dtype", "int8"))
 HAS_WANDB = (("wandb.enable", True),)
+HAS_CLEARML = (("clearml.enable", True),)
 STEP_LR = (("train.optim.lr_scheduler", "StepLR"),)
 SGD = (("train.optim.optimizer", "SGD"),)
 EMA = (("train.enable_ema", True),)
@@ -76,6 +77,14 @@ PROBES: dict[str, P] = {
     "wandb.save_code": P(True, "hooks", HAS_WANDB),
     "wandb.name": P("run", "hooks", HAS_WANDB),
     "wandb.run_id": P("abc123", "hooks", HAS_WANDB),
+    # --- clearml: what reaches Task.init ---
+    "clearml.enable": P(True, "hooks"),
+    "clearml.project": P("other", "hooks", HAS_CLEARML),
+    "clearml.task": P("other", "hooks", HAS_CLEARML),
+    "clearml.deferred_init": P(True, "hooks", HAS_CLEARML),
+    "clearml.reuse_last_task_id": P(True, "hooks", HAS_CLEARML),
+    "clearml.continue_last_task": P(True, "hooks", HAS_CLEARML),
+    "clearml.tags": P(["x"], "hooks", HAS_CLEARML),
     # --- model: the built network and its loss ---
     "model.preset": P("m", "net"),
     "model.pretrained_backbone_path": P("{backbone_weights}", "net"),

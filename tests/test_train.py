@@ -266,3 +266,21 @@ def test_wandb_offline_run_logs_and_a_resumed_job_continues_it(tmp_path, data, m
     (second,) = [r for r in (out / "wandb").glob("offline-run-*") if r != first]
     meta, history = _wandb_run(second)
     assert meta["id"] == run_id and min(history) == 8 and "val/val_mAP" in history[8]
+
+
+def test_clearml_offline_task_logs_losses_lr_and_metrics(tmp_path, data, monkeypatch) -> None:
+    pytest.importorskip("clearml")
+    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the offline session goes to ~/.clearml/cache/offline/
+    spec = _spec(tmp_path, data, num_epochs=1)
+    keys = ["clearml.enable=true", "clearml.project=shapes", "clearml.task=tiny", "clearml.tags=[a, b]"]
+    assert main(["train", "-e", str(spec), *keys]) == 0
+    (session,) = [p for p in (tmp_path / ".clearml" / "cache" / "offline").iterdir() if p.is_dir()]
+    task = json.loads((session / "task.json").read_text())
+    assert task["name"] == "tiny" and task["tags"] == ["a", "b"]
+    events = [e for line in (session / "metrics.jsonl").read_text().splitlines() for e in json.loads(line)]
+    logged = {(e["metric"], e["variant"], e["iter"]) for e in events if e["type"] == "training_stats_scalar"}
+    assert {("train", "loss", 4), ("train", "lr", 4), ("train", "loss_vfl", 4), ("epoch", "loss", 4)} <= logged
+    assert {("val", "val_mAP", 4), ("val", "val_loss", 4)} <= logged
+    checkpoint = torch.load(tmp_path / "results" / "train" / "model_epoch_000.pth", weights_only=True)
+    assert checkpoint["hooks"]["ClearMLHook"] == {"task_id": task["id"]}

@@ -23,6 +23,7 @@ from ..engine.ema import ModelEMA, unwrap
 from ..engine.hooks import (
     BestCheckpointHook,
     CheckpointHook,
+    ClearMLHook,
     EarlyStoppingHook,
     EvalHook,
     ProgressHook,
@@ -181,6 +182,7 @@ def train(
                 CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
                 StatusHook(ctx.status),
                 *([WandBHook(wandb_init_kwargs(spec, ctx.out_dir))] if spec.wandb.enable else []),
+                *([ClearMLHook(clearml_init_kwargs(spec))] if spec.clearml.enable else []),
                 TensorBoardHook(ctx.out_dir / "events"),
                 ProgressHook(),
             ]
@@ -224,6 +226,19 @@ def wandb_init_kwargs(spec: ExperimentSpec, out_dir: Path) -> dict[str, Any]:
         "save_code": cfg.save_code,
         "dir": str(out_dir),
         "config": spec.model_dump(mode="json", exclude={"encryption_key"}),
+    }
+
+
+def clearml_init_kwargs(spec: ExperimentSpec) -> dict[str, Any]:
+    """``clearml.Task.init`` arguments from the ``clearml`` section."""
+    cfg = spec.clearml
+    return {
+        "project_name": cfg.project,
+        "task_name": cfg.task,
+        "tags": list(cfg.tags),
+        "deferred_init": cfg.deferred_init,
+        "reuse_last_task_id": cfg.reuse_last_task_id,
+        "continue_last_task": cfg.continue_last_task,
     }
 
 

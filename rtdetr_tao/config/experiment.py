@@ -42,6 +42,25 @@ class WandBSpec(Section):
     )
 
 
+class ClearMLSpec(Section):
+    """ClearML logging of ``rtdetr train`` / ``distill`` (TAO's ``ClearMLConfig``; rank 0; needs the ``clearml``
+    extra). CLEARML_OFFLINE_MODE=1 logs without a server."""
+
+    enable: bool = spec_field(
+        False, description="Log losses, lr and validation metrics to ClearML; false: clearml is not touched."
+    )
+    project: str = spec_field("TAO Toolkit ClearML Demo", description="ClearML project.")
+    task: str = spec_field("train", description="ClearML task name.")
+    deferred_init: bool = spec_field(False, description="Task.init's deferred_init: connect in the background.")
+    reuse_last_task_id: bool = spec_field(
+        False, description="Task.init's reuse_last_task_id: overwrite the last task of this name if it has no output."
+    )
+    continue_last_task: bool = spec_field(
+        False, description="Continue the last task of this name (a resumed job always continues its own task)."
+    )
+    tags: list[str] = spec_field(["training", "tao_toolkit"], description="Task tags.", automl=False)
+
+
 class ExperimentSpec(Section):
     """Everything a job reads. Loaded once, validated, then frozen."""
 
@@ -54,6 +73,7 @@ class ExperimentSpec(Section):
         automl=False,
     )
     wandb: WandBSpec = spec_field(WandBSpec(), description="Weights & Biases logging.", automl=False)
+    clearml: ClearMLSpec = spec_field(ClearMLSpec(), description="ClearML logging.", automl=False)
     model: ModelSpec = spec_field(ModelSpec(), description="Architecture and loss settings.", automl=False)
     dataset: DatasetSpec = spec_field(DatasetSpec(), description="Data sources and loading.", automl=False)
     train: TrainSpec = spec_field(TrainSpec(), description="Training.", automl=False)
@@ -143,9 +163,9 @@ BATCH_SECTIONS = ("evaluate", "inference", "deploy_evaluate", "deploy_inference"
 """Actions whose own section's ``batch_size`` overrides ``dataset.batch_size``."""
 
 ACTION_SECTIONS: dict[str, tuple[str, ...]] = {
-    "train": ("results_dir", "wandb", "model", "dataset", "train"),
-    "distill": ("results_dir", "wandb", "model", "dataset", "train", "distill"),
-    "automl": ("results_dir", "wandb", "model", "dataset", "train", "automl"),
+    "train": ("results_dir", "wandb", "clearml", "model", "dataset", "train"),
+    "distill": ("results_dir", "wandb", "clearml", "model", "dataset", "train", "distill"),
+    "automl": ("results_dir", "wandb", "clearml", "model", "dataset", "train", "automl"),
     "evaluate": ("results_dir", "model", "dataset", "evaluate"),
     "inference": ("results_dir", "model", "dataset", "inference"),
     "export": ("results_dir", "model", "dataset", "export"),

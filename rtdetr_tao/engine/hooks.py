@@ -262,6 +262,56 @@ class WandBHook(Hook):
             self.run_id = state["run_id"]
 
 
+class ClearMLHook(Hook):
+    """A ClearML task (rank 0): train losses and lr every ``every`` steps and at the end of each epoch, the epoch's
+    mean losses and the validation metrics after each epoch, at the global step. ``init_kwargs`` go to
+    ``Task.init``; the task id is hook state, so a resumed job continues its own task."""
+
+    def __init__(self, init_kwargs: dict[str, Any], *, every: int = 10):
+        self.init_kwargs = init_kwargs
+        self.every = every
+        self.task_id: str | None = None
+        self.task: Any = None
+
+    def before_train(self) -> None:
+        clearml = require("clearml", extra="clearml", purpose="clearml.enable=true")
+        kwargs = dict(self.init_kwargs)
+        if self.task_id is not None:
+            kwargs["continue_last_task"] = self.task_id
+        self.task = clearml.Task.init(**kwargs, auto_connect_frameworks=False, auto_connect_streams=False)
+        self.task_id = self.task.id
+        log.info("ClearML task %s", self.task.id)
+
+    def _report(self, title: str, values: Mapping[str, float], step: int) -> None:
+        logger = self.task.get_logger()
+        for key, value in values.items():
+            logger.report_scalar(title, key, value, iteration=step)
+
+    def after_step(self) -> None:
+        state = self.trainer.state
+        if state.global_step % self.every == 0 or state.step_in_epoch >= state.steps_per_epoch:
+            self._report("train", {**state.losses, "lr": state.lr}, state.global_step)
+
+    def after_epoch(self) -> None:
+        state = self.trainer.state
+        self._report("epoch", state.epoch_losses, state.global_step)
+        self._report("val", state.metrics, state.global_step)
+
+    def after_train(self) -> None:
+        self.task.close()
+
+    def on_failure(self, error: BaseException) -> None:
+        if self.task is not None:
+            self.task.mark_failed(status_reason=str(error)[:200])
+            self.task.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id} if self.task_id else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.task_id = state["task_id"]
+
+
 class ProgressHook(Hook):
     """A progress bar with loss, lr and ETA on a terminal; a log line every ``every`` steps otherwise."""
 
