@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import tarfile
 from collections.abc import Iterator
 from contextlib import nullcontext, suppress
@@ -250,7 +251,7 @@ PROBES: dict[str, P] = {
     "export.check_parity": P(True, "export_graph"),
     # --- gen_trt_engine: what the TensorRT builder receives ---
     "gen_trt_engine.results_dir": P("{tmp}/engines", "dirs"),
-    "gen_trt_engine.onnx_file": P("{onnx}", "trt_build"),
+    "gen_trt_engine.onnx_file": P("{onnx2}", "trt_build"),
     "gen_trt_engine.trt_engine": P("{tmp}/model.engine", "trt_build"),
     "gen_trt_engine.timing_cache": P("{tmp}/timing.cache", "trt_build"),
     "gen_trt_engine.batch_size": P(2, "trt_build"),
@@ -370,6 +371,7 @@ def _world(root: Path) -> dict[str, str]:
     paths.update({f"class{i}": name for i, name in enumerate(names)})
     paths["backbone_weights"] = str(_backbone_weights(spec, root / "backbone.pth"))
     paths["onnx"] = str(_onnx(spec, paths["checkpoint"], root / "model.onnx"))
+    paths["onnx2"] = shutil.copy(paths["onnx"], root / "model2.onnx")
     return paths
 
 
@@ -404,9 +406,11 @@ def base_overrides(paths: dict[str, str]) -> dict[str, Any]:
         "export.check_parity": False,
         "quantize.model_path": paths.get("checkpoint"),
         "quantize.calibration_batches": 2,
+        "gen_trt_engine.onnx_file": paths.get("onnx"),
         "gen_trt_engine.trt_engine": f"{paths['tmp']}/base.engine",
         "distill": {
-            "teacher": {**TINY_MODEL, "num_queries": 10, "num_select": 10},
+            "teacher": {k: v for k, v in TINY_MODEL.items() if k not in ("num_select", "dn_number")}
+            | {"num_queries": 10},
             "pretrained_teacher_model_path": paths.get("checkpoint"),
         },
         "automl.num_trials": 2,
@@ -977,13 +981,19 @@ def baselines() -> dict[Any, Any]:
 def test_compatibility_only_key_warns_and_is_marked(key, world):
     props = dict(leaf_keys())
     assert props[key].get("x-compatibility-only") is True and COMPATIBILITY_ONLY[key] in props[key]["description"]
-    value = {"encryption_key": "secret", "dataset.dataset_type": "default"}.get(key)
-    if value is None:
-        value = PROBES.get(key.replace("distill.teacher.", "model."), P(None, "")).value
-    if value is None:
-        value = {"evaluate.gpu_ids": [1], "inference.gpu_ids": [1]}.get(key, 2)
+    special = {
+        "encryption_key": ["encryption_key=secret"],
+        "dataset.dataset_type": ["dataset.dataset_type=default"],
+        "dataset.remap_mscoco_category": ["dataset.remap_mscoco_category=true", "dataset.num_classes=80"],
+        "evaluate.gpu_ids": ["evaluate.gpu_ids=[1]"],
+        "inference.gpu_ids": ["inference.gpu_ids=[1]"],
+        "gen_trt_engine.input_width": ["gen_trt_engine.input_width=64"],
+        "gen_trt_engine.input_height": ["gen_trt_engine.input_height=64"],
+    }
+    probe = PROBES.get(key.replace("distill.teacher.", "model."))
+    setting = special.get(key) or [f"{key}={json.dumps(fill(probe.value if probe else 2, world))}"]
     overrides = [f"{k}={json.dumps(v)}" for k, v in base_overrides(world).items() if v is not None]
-    warnings = load_spec(None, [*overrides, f"{key}={json.dumps(fill(value, world))}"]).warnings
+    warnings = load_spec(None, [*overrides, *setting]).warnings
     mine = [w for w in warnings if f" {key} is set" in w]
     assert len(mine) == 1 and COMPATIBILITY_ONLY[key] in mine[0] and "secret" not in mine[0]
     assert not [w for w in load_spec(None, overrides).warnings if "compatibility" in w]
