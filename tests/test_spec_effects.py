@@ -237,7 +237,7 @@ PROBES: dict[str, P] = {
     # --- export ---
     "export.results_dir": P("{tmp}/exported", "dirs"),
     "export.gpu_id": P(1, "export_device"),
-    "export.checkpoint": P("{checkpoint2}", "export_graph", (("export.check_parity", True),)),
+    "export.checkpoint": P("{checkpoint2}", "export_graph"),
     "export.onnx_file": P("{tmp}/other.onnx", "export_graph"),
     "export.on_cpu": P(True, "export_device"),
     "export.input_width": P(96, "export_graph"),
