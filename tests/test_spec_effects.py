@@ -546,7 +546,7 @@ def _net_fingerprint(model, loss_fn, spec: ExperimentSpec) -> list[Any]:
     model.eval()
     with torch.no_grad():
         out = model(images)
-    rounded = {k: float(v) for k, v in losses.items()}
+    rounded = {k: float(v.detach()) for k, v in losses.items()}
     return [digest(structure), digest(params), rounded, digest(out["pred_logits"]), digest(out["pred_boxes"])]
 
 
@@ -674,7 +674,7 @@ def o_distill(part: str):
         targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]])}] * 2
         torch.manual_seed(1)
         losses = trainer.loss_fn(trainer.model, images, targets, nullcontext)
-        return {k: round(float(v), 5) for k, v in losses.items()}
+        return {k: round(float(v.detach()), 5) for k, v in losses.items()}
 
     return observer
 
