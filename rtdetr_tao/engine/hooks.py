@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.train import Goal
-from ..errors import require
+from ..errors import SpecError, require
 from ..outputs.status import StatusLogger
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .ema import unwrap
@@ -278,7 +279,17 @@ class ClearMLHook(Hook):
         kwargs = dict(self.init_kwargs)
         if self.task_id is not None:
             kwargs["continue_last_task"] = self.task_id
-        self.task = clearml.Task.init(**kwargs, auto_connect_frameworks=False, auto_connect_streams=False)
+        if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes"):
+            clearml.Task.set_offline(offline_mode=True)
+        try:
+            self.task = clearml.Task.init(**kwargs, auto_connect_frameworks=False, auto_connect_streams=False)
+        except Exception as exc:
+            if type(exc).__name__ != "MissingConfigError":
+                raise
+            raise SpecError(
+                "clearml.enable=true but ClearML is not configured on this machine: run clearml-init (or set "
+                "CLEARML_API_* variables), or log offline with CLEARML_OFFLINE_MODE=1"
+            ) from None
         self.task_id = self.task.id
         log.info("ClearML task %s", self.task.id)
 
