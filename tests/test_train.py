@@ -277,7 +277,7 @@ def test_clearml_offline_task_logs_losses_lr_and_metrics(tmp_path, data, monkeyp
     assert main(["train", "-e", str(spec), *keys]) == 0
     (session,) = [p for p in (tmp_path / ".clearml" / "cache" / "offline").iterdir() if p.is_dir()]
     task = json.loads((session / "task.json").read_text())
-    assert task["name"] == "tiny" and task["tags"] == ["a", "b"]
+    assert task["name"] == "tiny" and sorted(task["tags"]) == ["a", "b"]
     events = [e for line in (session / "metrics.jsonl").read_text().splitlines() for e in json.loads(line)]
     logged = {(e["metric"], e["variant"], e["iter"]) for e in events if e["type"] == "training_stats_scalar"}
     assert {("train", "loss", 4), ("train", "lr", 4), ("train", "loss_vfl", 4), ("epoch", "loss", 4)} <= logged
