@@ -151,7 +151,7 @@ def test_missing_file_error_names_it(tmp_path):
 
 def test_action_rules(tmp_path):
     sources = "dataset.train_data_sources=[{image_dir: /i, json_file: /j}]"
-    with pytest.raises(SpecError, match="dataset.batch_size=-1 is only meaningful in deploy specs"):
+    with pytest.raises(SpecError, match="dataset.batch_size=-1 is only for evaluate, inference and deploy"):
         load_spec(None, [sources, "dataset.batch_size=-1"], action="train")
     with pytest.raises(SpecError, match="no 'distill' section"):
         load_spec(None, [sources], action="distill")
@@ -177,3 +177,18 @@ def test_aliases_normalise():
     assert spec.quantize.layers[0].weights.dtype == "fp8_e4m3fn"
     assert spec.model.backbone_names == ["backbone"]
     assert spec.distill.bindings[0].criterion == "IOU" and spec.distill.bindings[0].weight == 20
+
+
+@pytest.mark.parametrize("action", ["evaluate", "inference", "deploy_evaluate", "deploy_inference"])
+def test_one_rule_for_batch_size_minus_one(action):
+    section = {"deploy_evaluate": "evaluate", "deploy_inference": "inference"}.get(action, action)
+    batch = lambda *o: load_spec(None, list(o)).spec.batch_size_for(action)  # noqa: E731
+    assert batch("dataset.batch_size=-1") == 4  # the action's -1 and the dataset's -1: the default
+    assert batch("dataset.batch_size=6") == 6  # the action's -1: the dataset's
+    assert batch("dataset.batch_size=-1", f"{section}.batch_size=3") == 3
+    assert batch("dataset.batch_size=6", f"{section}.batch_size=3") == 3
+
+
+def test_batch_size_of_training_type_actions_is_the_dataset_one():
+    spec = load_spec(None, ["dataset.batch_size=6", "evaluate.batch_size=2"]).spec
+    assert spec.batch_size_for("quantize") == spec.batch_size_for("train") == 6

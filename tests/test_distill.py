@@ -85,6 +85,33 @@ def test_gradients_reach_the_student_and_projections_only(trained) -> None:  # n
     assert sum(p.grad is not None for p in student.parameters()) > 0.9 * len(list(student.parameters()))
 
 
+def test_distillation_loss_coef_scales_the_binding_losses_only(trained) -> None:  # noqa: F811
+    from contextlib import nullcontext
+
+    from rtdetr_tao.config.distill import BindingSpec
+    from rtdetr_tao.model.build import build_criterion, build_model
+    from rtdetr_tao.model.distill import DistillationLoss
+
+    spec = load_spec(str(trained["spec"]), [], action=None).spec
+    teacher, student = build_model(TINY_MODEL, 4), build_model(STUDENT, 4).train()
+    bindings = [BindingSpec.model_validate(b) for b in BINDINGS]
+    images = torch.rand(2, 3, 64, 64)
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}] * 2
+
+    def losses(coef: float) -> dict[str, float]:
+        torch.manual_seed(0)
+        loss = DistillationLoss(teacher, bindings, build_criterion(spec.model, 4), coef=coef)
+        loss.build(student, torch.rand(1, 3, 64, 64))
+        torch.manual_seed(1)
+        return {k: float(v.detach()) for k, v in loss(student, images, targets, nullcontext).items()}
+
+    one, scaled = losses(1.0), losses(2.5)
+    distill = [k for k in one if k.startswith("loss_distill_")]
+    assert len(distill) == len(BINDINGS) and all(one[k] > 0 for k in distill)
+    assert all(scaled[k] == pytest.approx(2.5 * one[k], rel=1e-5) for k in distill)
+    assert all(scaled[k] == one[k] for k in one if k not in distill)
+
+
 def test_tao_example_spec_and_binding_errors(trained, tmp_path, capsys) -> None:  # noqa: F811
     assert load_spec(_distill_spec(trained, tmp_path, bindings=[BINDINGS[0]]), [], action="distill").spec.distill
     bad = _distill_spec(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import typing
 
 import pytest
 import torch
 from torch import nn
 
+from rtdetr_tao.config.train import METRIC_GOALS, Monitor
 from rtdetr_tao.engine.checkpoint import (
     LATEST,
     checkpoint_name,
@@ -19,9 +21,9 @@ from rtdetr_tao.engine.checkpoint import (
 )
 from rtdetr_tao.engine.distributed import plan_launch, torchrun_command
 from rtdetr_tao.engine.ema import ModelEMA
-from rtdetr_tao.engine.hooks import CheckpointHook
+from rtdetr_tao.engine.hooks import BestCheckpointHook, CheckpointHook, EarlyStoppingHook
 from rtdetr_tao.engine.optim import LRSchedule, build_optimizer, freeze_modules, param_groups
-from rtdetr_tao.engine.trainer import Trainer
+from rtdetr_tao.engine.trainer import Hook, Trainer
 from rtdetr_tao.errors import CheckpointError, DistributedError, TrainingError
 
 
@@ -209,7 +211,7 @@ def toy_loss(model, images, targets, autocast):
     return {"mse": ((out - targets[0]["y"]) ** 2).mean()}
 
 
-def make_trainer(directory, num_epochs=3, hooks_for=None):
+def make_trainer(directory, num_epochs=3, hooks_for=None, checkpoint_every=4):
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
     optimizer = build_optimizer(
@@ -227,7 +229,8 @@ def make_trainer(directory, num_epochs=3, hooks_for=None):
         ema=ModelEMA(model, 0.9, warmup_steps=5),
         clip_grad_norm=0.5,
     )
-    trainer.register(CheckpointHook(directory, interval=4, unit="step", extra={"spec": {"x": 1}}))
+    if checkpoint_every is not None:
+        trainer.register(CheckpointHook(directory, interval=checkpoint_every, unit="step", extra={"spec": {"x": 1}}))
     return trainer
 
 
@@ -235,17 +238,9 @@ class Kill(Exception):
     pass
 
 
-class KillAt:
-    trainer: Trainer
-
+class KillAt(Hook):
     def __init__(self, step):
         self.step = step
-
-    def before_train(self): ...
-    def before_epoch(self): ...
-    def after_epoch(self): ...
-    def after_train(self): ...
-    def on_failure(self, error): ...
 
     def after_step(self):
         if self.trainer.state.global_step == self.step:
@@ -281,3 +276,78 @@ def test_non_finite_loss_is_a_clear_error(tmp_path):
     trainer.loss_fn = lambda model, images, targets, autocast: {"mse": model(images).sum() * float("nan")}
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 1/\d+, step 0"):
         trainer.train()
+
+
+# --- hooks with state across a resume --------------------------------------------------------------
+
+
+class ScriptedValidation(Hook):
+    """val_loss per epoch from a script, as the validation hook would store it."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def after_epoch(self):
+        self.trainer.state.metrics = {"val_loss": self.values[self.trainer.state.epoch]}
+
+
+class KillAfterEpoch(Hook):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def after_epoch(self):
+        if self.trainer.state.epoch == self.epoch:
+            raise Kill()
+
+
+VAL_LOSS = [1.0, 0.5, 0.7, 0.45, 0.6, 0.55, 0.52, 0.3, 0.2, 0.1]  # best at 3, then 3 without improvement
+
+
+def hooked_trainer(directory, kill_after=None):
+    trainer = make_trainer(directory, num_epochs=len(VAL_LOSS), checkpoint_every=None)
+    trainer.register(ScriptedValidation(VAL_LOSS))
+    trainer.register(EarlyStoppingHook("val_loss", METRIC_GOALS["val_loss"], patience=3))
+    trainer.register(BestCheckpointHook(directory, "val_loss", METRIC_GOALS["val_loss"], extra={}))
+    trainer.register(CheckpointHook(directory, interval=1, unit="epoch", extra={}))
+    if kill_after is not None:
+        trainer.register(KillAfterEpoch(kill_after))
+    return trainer
+
+
+def test_metric_directions_are_declared_for_every_monitor():
+    assert set(typing.get_args(Monitor)) == set(METRIC_GOALS)
+    assert METRIC_GOALS["val_mAP"] == "maximize" and METRIC_GOALS["train_loss"] == "minimize"
+
+
+def test_early_stopping_and_best_checkpoint_state_survive_a_resume(tmp_path):
+    full = hooked_trainer(tmp_path / "full")
+    state = full.train()
+    assert state.epoch == 7 and "has not improved on 0.4500 for 3 validations" in state.stop_reason
+    assert load_checkpoint(tmp_path / "full" / "model_best.pth")["epoch"] == 3
+
+    broken = hooked_trainer(tmp_path / "broken", kill_after=5)  # after epoch 5: two validations without gain
+    with pytest.raises(Kill):
+        broken.train()
+    best_before = (tmp_path / "broken" / "model_best.pth").stat().st_mtime_ns
+    latest = find_latest(tmp_path / "broken")
+    assert latest.name == "model_epoch_005.pth"
+    saved = load_checkpoint(latest)
+    assert saved["hooks"] == {
+        "EarlyStoppingHook": {"best": 0.45, "bad_rounds": 2},
+        "BestCheckpointHook": {"best": 0.45},
+    }
+
+    resumed = hooked_trainer(tmp_path / "broken")
+    resumed.model.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved)
+    state = resumed.train()
+    assert state.epoch == 7 and state.stop_reason == full.state.stop_reason  # stops where the full run stopped
+    # epoch 6 (0.52) beats the fresh-start best a forgetful hook would have had, but not 0.45
+    assert (tmp_path / "broken" / "model_best.pth").stat().st_mtime_ns == best_before
+    assert load_checkpoint(tmp_path / "broken" / "model_best.pth")["epoch"] == 3
+
+
+def test_hooks_are_registered_once_per_class(tmp_path):
+    trainer = make_trainer(tmp_path)
+    with pytest.raises(ValueError, match="CheckpointHook is already registered"):
+        trainer.register(CheckpointHook(tmp_path, interval=1, unit="epoch", extra={}))

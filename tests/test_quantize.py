@@ -76,7 +76,12 @@ def test_int8_quantize_evaluate_and_qdq_export(trained, capsys) -> None:  # noqa
     )
     assert labels.shape == (2, 20) and torch.isfinite(torch.from_numpy(boxes)).all()
     assert main(export) == 2  # a quantized checkpoint without export.is_quantized
-    assert "set export.is_quantized=True" in capsys.readouterr().err
+    assert "is a quantized checkpoint; set export.is_quantized=true" in capsys.readouterr().err
+    assert main(["evaluate", "-e", spec, f"evaluate.checkpoint={quantized}"]) == 2
+    assert "set evaluate.is_quantized=true" in capsys.readouterr().err
+    infer = ["inference", "-e", spec, f"inference.checkpoint={trained['ckpt']}", "inference.is_quantized=true"]
+    assert main([*infer, f"dataset.infer_data_sources={{image_dir: [{val.image_dir}]}}"]) == 2
+    assert "is not a quantized checkpoint; set inference.is_quantized=false" in capsys.readouterr().err
 
 
 def test_fp8_on_cpu_is_a_clear_error(trained, capsys) -> None:  # noqa: F811

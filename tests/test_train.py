@@ -83,6 +83,7 @@ def test_train_then_evaluate(tmp_path, data) -> None:
     expected = {"model_epoch_000.pth", "model_epoch_001.pth", "rtdetr_model_latest.pth", "model_best.pth"}
     assert expected <= names and {"experiment.yaml", "status.json", "log.txt", "val_metrics.json"} <= names
     assert "model_epoch_001-EMA.pth" in names
+    assert "wandb" not in names  # wandb.enable is false: no run
     assert (out / "rtdetr_model_latest.pth").resolve().name == "model_epoch_001.pth"
     records = _status(out / "status.json")
     assert records[0]["status"] == "STARTED" and records[-1]["status"] == "SUCCESS"
@@ -167,7 +168,10 @@ def test_two_process_gloo_training(tmp_path, data) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    spec = _spec(tmp_path, data, num_gpus=2, num_epochs=1)
+    # early stopping runs on both ranks (rank 1 writes no best checkpoint) and stops both at the same epoch
+    # (the tiny model's val_mAP stays 0.0, so the second validation is the first without improvement)
+    monitor = {"warmup_steps": 2, "monitor_name": "val_mAP"}
+    spec = _spec(tmp_path, data, num_gpus=2, num_epochs=3, early_stopping_patience=1, optim=monitor)
     env = {**os.environ, "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
     process = _run_cli(["train", "-e", str(spec)], env=env)
     _, err = process.communicate(timeout=600)
@@ -176,4 +180,123 @@ def test_two_process_gloo_training(tmp_path, data) -> None:
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"]
     records = _status(tmp_path / "results" / "train" / "status.json")
     assert sum(r["status"] == "STARTED" for r in records) == 1  # rank 1 wrote nothing
-    assert records[-1]["status"] == "SUCCESS"
+    assert records[-1]["status"] == "SUCCESS" and records[-1]["message"].startswith("early stopping: val_mAP")
+    assert max(r.get("epoch", -1) for r in records) == 1
+
+
+def test_resume_after_sigkill_keeps_best_checkpoint_and_patience(tmp_path, data) -> None:
+    """val_loss rises after epoch 0 on this data, so patience 2 stops the run after epoch 2. A run killed after
+    epoch 1 must resume with its best value and bad-round count: stop after epoch 2 as well, and leave
+    model_best.pth (epoch 0) alone."""
+    patience = {"num_epochs": 6, "early_stopping_patience": 2}
+    full = _spec(tmp_path / "full", data, **patience)
+    assert _run_cli(["train", "-e", str(full)]).wait(timeout=600) == 0
+    full_out = tmp_path / "full" / "results" / "train"
+    full_status = _status(full_out / "status.json")
+    assert full_status[-1]["message"].startswith("early stopping")
+    stop_epoch = max(r.get("epoch", -1) for r in full_status)
+    assert stop_epoch == 2
+
+    killed = _spec(tmp_path / "killed", data, **patience)
+    out = tmp_path / "killed" / "results" / "train"
+    process = _run_cli(["train", "-e", str(killed)])
+    deadline = time.time() + 300
+    while not (out / "model_epoch_001.pth").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    best_before = torch.load(out / "model_best.pth", weights_only=True)
+    assert best_before["epoch"] == 0
+    resumed = _run_cli(["train", "-e", str(killed)])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    status = _status(out / "status.json")
+    assert status[-1]["message"] == full_status[-1]["message"]
+    assert max(r.get("epoch", -1) for r in status) == stop_epoch
+    best = torch.load(out / "model_best.pth", weights_only=True)
+    assert best["epoch"] == 0 and best["best"] == best_before["best"]
+    assert best["best"] == torch.load(full_out / "model_best.pth", weights_only=True)["best"]
+
+
+def _wandb_records(run_dir: Path) -> list:
+    """The records of an offline W&B run (``run-<id>.wandb``: a LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending, records = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # too little room for a record header: the block is padded
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last fragment of one
+            record = pb.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _wandb_run(run_dir: Path) -> tuple[dict, dict[int, set[str]]]:
+    """(run metadata, {step: logged keys}) of an offline run."""
+    meta: dict = {}
+    history: dict[int, set[str]] = {}
+    for record in _wandb_records(run_dir):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            meta = {"id": run.run_id, "project": run.project, "entity": run.entity, "group": run.run_group}
+            meta.update(tags=list(run.tags), name=run.display_name)
+            meta["config"] = {item.key for item in run.config.update}
+        elif kind == "history":
+            keys = {item.key or "/".join(item.nested_key) for item in record.history.item}
+            history.setdefault(record.history.step.num, set()).update(k for k in keys if not k.startswith("_"))
+    return meta, history
+
+
+def test_wandb_offline_run_logs_and_a_resumed_job_continues_it(tmp_path, data, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    spec = _spec(tmp_path, data, num_epochs=1)
+    keys = ["wandb.enable=true", "wandb.project=shapes", "wandb.entity=team", "wandb.group=tiny", "wandb.name=r1"]
+    keys.append("wandb.tags=[a, b]")
+    assert main(["train", "-e", str(spec), *keys]) == 0
+    out = tmp_path / "results" / "train"
+    (first,) = sorted((out / "wandb").glob("offline-run-*"))
+    meta, history = _wandb_run(first)
+    assert meta["project"] == "shapes" and meta["entity"] == "team" and meta["group"] == "tiny"
+    assert meta["tags"] == ["a", "b"] and meta["name"] == "r1"
+    assert {"model", "dataset", "train"} <= meta["config"] and "encryption_key" not in meta["config"]
+    train_keys = {"train/loss", "train/lr", "train/loss_vfl", "train/loss_bbox", "train/loss_giou"}
+    assert train_keys <= history[4]  # 4 steps per epoch: the epoch's last step is logged
+    assert {"val/val_mAP", "val/val_mAP50", "val/val_loss", "epoch/loss", "epoch"} <= history[4]
+    run_id = meta["id"]
+    assert torch.load(out / "model_epoch_000.pth", weights_only=True)["hooks"]["WandBHook"] == {"run_id": run_id}
+
+    assert main(["train", "-e", str(spec), *keys, "train.num_epochs=2"]) == 0  # resumes from epoch 0
+    (second,) = [r for r in (out / "wandb").glob("offline-run-*") if r != first]
+    meta, history = _wandb_run(second)
+    assert meta["id"] == run_id and min(history) == 8 and "val/val_mAP" in history[8]
+
+
+def test_clearml_offline_task_logs_losses_lr_and_metrics(tmp_path, data, monkeypatch) -> None:
+    pytest.importorskip("clearml")
+    monkeypatch.setenv("CLEARML_OFFLINE_MODE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the offline session goes to ~/.clearml/cache/offline/
+    spec = _spec(tmp_path, data, num_epochs=1)
+    keys = ["clearml.enable=true", "clearml.project=shapes", "clearml.task=tiny", "clearml.tags=[a, b]"]
+    assert main(["train", "-e", str(spec), *keys]) == 0
+    (session,) = [p for p in (tmp_path / ".clearml" / "cache" / "offline").iterdir() if p.is_dir()]
+    task = json.loads((session / "task.json").read_text())
+    assert task["name"] == "tiny" and sorted(task["tags"]) == ["a", "b"]
+    events = [e for line in (session / "metrics.jsonl").read_text().splitlines() for e in json.loads(line)]
+    logged = {(e["metric"], e["variant"], e["iter"]) for e in events if e["type"] == "training_stats_scalar"}
+    assert {("train", "loss", 4), ("train", "lr", 4), ("train", "loss_vfl", 4), ("epoch", "loss", 4)} <= logged
+    assert {("val", "val_mAP", 4), ("val", "val_loss", 4)} <= logged
+    checkpoint = torch.load(tmp_path / "results" / "train" / "model_epoch_000.pth", weights_only=True)
+    assert checkpoint["hooks"]["ClearMLHook"] == {"task_id": task["id"]}

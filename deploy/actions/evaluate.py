@@ -27,7 +27,7 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
         raise SpecError("evaluate.trt_engine is not set; give the .engine (or .onnx) to evaluate")
     if source is None:
         raise SpecError("dataset.test_data_sources is not set; give {image_dir, json_file} to evaluate on")
-    batch = cfg.batch_size if cfg.batch_size > 0 else max(spec.dataset.batch_size, 1)
+    batch = spec.batch_size_for("deploy_evaluate")
     with job_outputs(spec, "deploy_evaluate") as job:
         backend = open_backend(cfg.trt_engine, max_batch=batch)
         meta = backend.metadata

@@ -31,7 +31,7 @@ def run(spec: ExperimentSpec) -> Path:
         raise SpecError("inference.trt_engine is not set; give the .engine (or .onnx) to run")
     if source is None:
         raise SpecError("dataset.infer_data_sources is not set; give {image_dir: [...]} with the images")
-    batch = cfg.batch_size if cfg.batch_size > 0 else max(spec.dataset.batch_size, 1)
+    batch = spec.batch_size_for("deploy_inference")
     with job_outputs(spec, "deploy_inference") as job:
         backend = open_backend(cfg.trt_engine, max_batch=batch)
         meta = backend.metadata

@@ -54,7 +54,9 @@ def run(spec: ExperimentSpec) -> TrainResult:
             log.info("student: %d encoder/decoder tensors copied from the teacher", len(shared))
 
     def make_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext, model: nn.Module) -> nn.Module:
-        loss = DistillationLoss(teacher, spec.distill.bindings, criterion).to(ctx.device)
+        loss = DistillationLoss(teacher, spec.distill.bindings, criterion, coef=spec.model.distillation_loss_coef).to(
+            ctx.device
+        )
         height, width = spec.dataset.augmentation.train_spatial_size
         loss.build(model, torch.rand(1, 3, height, width, device=ctx.device))
         return loss

@@ -37,10 +37,10 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
         dataset = dataset.model_copy(
             update={"augmentation": dataset.augmentation.model_copy(update={"eval_spatial_size": size})}
         )
-    if cfg.batch_size != -1:
-        dataset = dataset.model_copy(update={"batch_size": cfg.batch_size})
+    dataset = dataset.model_copy(update={"batch_size": spec.batch_size_for("evaluate")})
     with start_job(spec, "evaluate") as ctx:
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=tuple(size))
+        trained.check_quantized(cfg.is_quantized, "evaluate.is_quantized")
         trained.model.to(ctx.device)
         loader, coco_gt = build_eval_loader(
             dataset, "test", category_map=trained.category_map, world_size=ctx.world_size, rank=ctx.rank

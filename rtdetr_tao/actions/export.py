@@ -138,7 +138,7 @@ def run(spec: ExperimentSpec) -> Path:
             "export.checkpoint and export.onnx_file must be set: the model to export and the .onnx to write"
         )
     explicit = bool({"input_height", "input_width"} & cfg.model_fields_set)
-    device = "cpu" if cfg.on_cpu or not torch.cuda.is_available() else "cuda"
+    device = "cpu" if cfg.on_cpu or not torch.cuda.is_available() else f"cuda:{cfg.gpu_id}"
     with start_job(spec, "export", device=device) as ctx:
         path = Path(cfg.onnx_file)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,14 +151,10 @@ def run(spec: ExperimentSpec) -> Path:
                 f"{cfg.checkpoint} was quantized with quantize.backend=torchao, whose int8 tensors torch.onnx cannot "
                 "export; export the float checkpoint, or quantize with quantize.backend=modelopt for a Q/DQ graph"
             )
+        trained.check_quantized(cfg.is_quantized, "export.is_quantized")
         size = trained.input_size
         if size[0] % 32 or size[1] % 32:
             raise SpecError(f"export.input_height/input_width {size[0]}x{size[1]} must be multiples of 32")
-        if cfg.is_quantized != trained.quantized:
-            state = "is" if trained.quantized else "is not"
-            raise SpecError(
-                f"{cfg.checkpoint} {state} a quantized checkpoint; set export.is_quantized={trained.quantized}"
-            )
         num_select = trained.model_spec.num_select
         # BN folded and RepVGG blocks re-parameterised: fewer nodes for ONNX Runtime and TensorRT
         module = ExportModule(trained.fast_model(), None if cfg.raw_outputs else PostProcessor(num_select)).eval()

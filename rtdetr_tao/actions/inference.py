@@ -45,12 +45,13 @@ def run(spec: ExperimentSpec) -> Path:
     aug = spec.dataset.augmentation
     explicit = bool(cfg.input_height or cfg.input_width or "eval_spatial_size" in aug.model_fields_set)
     size = (cfg.input_height or aug.eval_spatial_size[0], cfg.input_width or aug.eval_spatial_size[1])
-    batch = cfg.batch_size if cfg.batch_size > 0 else max(spec.dataset.batch_size, 1)
+    batch = spec.batch_size_for("inference")
     with start_job(spec, "inference") as ctx:
         trained = load_trained_model(
             cfg.checkpoint, spec, eval_spatial_size=size if explicit else None,
             size_key="inference.input_height/input_width (or dataset.augmentation.eval_spatial_size)",
         )  # fmt: skip
+        trained.check_quantized(cfg.is_quantized, "inference.is_quantized")
         size = trained.input_size
         cmap = trained.category_map
         names = list(cmap.category_names)

@@ -226,7 +226,7 @@ def _modelopt_quantize(
         InferSource(image_dir=[calib.image_dir]),
         input_size=size,
         preserve_aspect_ratio=spec.dataset.augmentation.preserve_aspect_ratio,
-        batch_size=max(spec.dataset.batch_size, 1),
+        batch_size=spec.batch_size_for("quantize"),
         workers=spec.dataset.workers,
         cache_dir=spec.dataset.cache_dir,
     )

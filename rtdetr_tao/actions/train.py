@@ -24,11 +24,14 @@ from ..engine.ema import ModelEMA, unwrap
 from ..engine.hooks import (
     BestCheckpointHook,
     CheckpointHook,
+    ClearMLHook,
+    EarlyStoppingHook,
     EvalHook,
     PlotsHook,
     ProgressHook,
     StatusHook,
     TensorBoardHook,
+    WandBHook,
 )
 from ..engine.optim import LRSchedule, build_optimizer, freeze_modules, param_groups
 from ..engine.predict import gather_predictions, predict
@@ -79,7 +82,12 @@ def train(
         category_map = ctx.category_map_for_training(resume_state)
         num_classes = spec.dataset.num_classes
 
-        model = build_model(spec.model, num_classes, eval_spatial_size=spec.dataset.augmentation.eval_spatial_size)
+        model = build_model(
+            spec.model,
+            num_classes,
+            eval_spatial_size=spec.dataset.augmentation.eval_spatial_size,
+            activation_checkpoint=spec.train.activation_checkpoint,
+        )
         if spec.train.pretrained_model_path and resume_state is None:
             report = load_weights(model, spec.train.pretrained_model_path)
             log.info("pretrained weights: %s", report.summary())
@@ -172,41 +180,38 @@ def train(
                     use_ema=not spec.train.ema.validate_original_weights,
                 )
             )
+        monitor, goal = spec.train.optim.monitor_name, spec.train.optim.monitor_goal
+        if spec.train.early_stopping_patience is not None:
+            hooks.append(EarlyStoppingHook(monitor, goal, spec.train.early_stopping_patience))  # every rank
         if ctx.is_main:
-            best_hook = BestCheckpointHook(
-                ctx.out_dir, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
-            )
+            best_hook = BestCheckpointHook(ctx.out_dir, monitor, goal, extra)
             hooks += [
-                CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
                 best_hook,
+                # after the hooks above, so an end-of-epoch checkpoint holds their state for this epoch
+                CheckpointHook(ctx.out_dir, spec.train.checkpoint_interval, spec.train.checkpoint_interval_unit, extra),
                 StatusHook(ctx.status),
+                *([WandBHook(wandb_init_kwargs(spec, ctx.out_dir))] if spec.wandb.enable else []),
+                *([ClearMLHook(clearml_init_kwargs(spec))] if spec.clearml.enable else []),
                 TensorBoardHook(ctx.out_dir / "events"),
                 ProgressHook(),
             ]
             if spec.train.plots:
 
-                def report(evaluation: CocoEvaluation, curves: Path | None) -> None:
+                def report(evaluation: CocoEvaluation, curves: Path | None, epoch: int | None) -> None:
                     from ..outputs.report import write_report
 
-                    epoch = best_hook.best_epoch
                     write_report(
                         ctx.out_dir / "report",
                         evaluation,
                         category_map.label_to_category,
                         image_path=val_paths.get,
                         title=f"Validation of {BEST if epoch is not None else 'the last epoch'}",
-                        context={"results": str(ctx.out_dir), "best epoch": epoch, "monitor": best_hook.monitor},
+                        context={"results": str(ctx.out_dir), "best epoch": epoch, "monitor": monitor},
                         curves=curves,
                     )
 
                 last = lambda: validations[-1] if validations else None  # noqa: E731
                 hooks.append(PlotsHook(ctx.out_dir / "report", ctx.status.path, best_hook, last, report))
-        elif spec.train.early_stopping_patience is not None:
-            hooks.append(
-                BestCheckpointHook(
-                    None, spec.train.optim.monitor_name, extra, patience=spec.train.early_stopping_patience
-                )
-            )
         for hook in hooks:
             trainer.register(hook)
 
@@ -221,14 +226,46 @@ def train(
         params = dict(unwrap(train_model).named_parameters())  # BN statistics stay rank-local after the last step
         log.info("rank %d: final parameters %s", ctx.rank, state_digest(params))
         ctx.outputs.final_message = state.stop_reason or f"Training finished: {state.epoch} epochs."
-        best = next((h.best for h in hooks if isinstance(h, BestCheckpointHook)), None)
+        best = next((h.best for h in hooks if isinstance(h, (BestCheckpointHook, EarlyStoppingHook))), None)
         return TrainResult(
             results_dir=ctx.out_dir,
             last_checkpoint=find_latest(ctx.out_dir),
-            best_metrics={spec.train.optim.monitor_name: best} if best is not None else {},
+            best_metrics={monitor: best} if best is not None else {},
             epochs_run=state.epoch,
             stop_reason=state.stop_reason,
         )
+
+
+def wandb_init_kwargs(spec: ExperimentSpec, out_dir: Path) -> dict[str, Any]:
+    """``wandb.init`` arguments from the ``wandb`` section; the run's files go to ``out_dir/wandb/``. The run's
+    config is the spec without ``encryption_key``."""
+    cfg = spec.wandb
+    return {
+        "project": cfg.project,
+        "entity": cfg.entity,
+        "group": cfg.group,
+        "tags": list(cfg.tags),
+        "name": cfg.name,
+        "id": cfg.run_id,
+        "reinit": cfg.reinit,
+        "sync_tensorboard": cfg.sync_tensorboard,
+        "save_code": cfg.save_code,
+        "dir": str(out_dir),
+        "config": spec.model_dump(mode="json", exclude={"encryption_key"}),
+    }
+
+
+def clearml_init_kwargs(spec: ExperimentSpec) -> dict[str, Any]:
+    """``clearml.Task.init`` arguments from the ``clearml`` section."""
+    cfg = spec.clearml
+    return {
+        "project_name": cfg.project,
+        "task_name": cfg.task,
+        "tags": list(cfg.tags),
+        "deferred_init": cfg.deferred_init,
+        "reuse_last_task_id": cfg.reuse_last_task_id,
+        "continue_last_task": cfg.continue_last_task,
+    }
 
 
 def detection_loss(spec: ExperimentSpec, criterion: nn.Module, ctx: JobContext, model: nn.Module) -> LossFn:

@@ -4,7 +4,7 @@ from .automl import AutoMLSpec
 from .dataset import AugmentationSpec, CalibrationSource, DatasetSpec, DataSource, InferSource
 from .deploy import CalibrationSpec, GenTrtEngineSpec, TensorRTSpec
 from .distill import BindingSpec, DistillSpec
-from .experiment import ACTION_SECTIONS, ACTIONS, REQUIRED, ExperimentSpec, WandBSpec
+from .experiment import ACTION_SECTIONS, ACTIONS, REQUIRED, ClearMLSpec, ExperimentSpec, WandBSpec
 from .loader import LoadedSpec, load_spec
 from .model import PRESETS, ModelSpec
 from .quantize import LayerQuantSpec, QuantizeSpec, TensorQuantSpec
@@ -22,6 +22,7 @@ __all__ = [
     "BindingSpec",
     "CalibrationSource",
     "CalibrationSpec",
+    "ClearMLSpec",
     "CudnnSpec",
     "DataSource",
     "DatasetSpec",

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import field_validator, model_validator
 
 from .fields import Section, spec_field
+from .train import METRIC_GOALS, Goal
 
 METRIC_ALIASES = {"mAP": "val_mAP", "mAP50": "val_mAP50"}
 
@@ -32,7 +33,7 @@ class AutoMLSpec(Section):
         description="Validation KPI a trial is judged by (its last validation in train/status.json).",
         schema_extra={"enum": ["val_mAP", "val_mAP50", "val_loss", "mAP", "mAP50"]},
     )
-    direction: Literal["maximize", "minimize"] | None = spec_field(
+    direction: Goal | None = spec_field(
         None, description="null: maximize for val_mAP / val_mAP50, minimize for val_loss."
     )
     parameters: list[str] | None = spec_field(
@@ -102,8 +103,8 @@ class AutoMLSpec(Section):
         return self
 
     @property
-    def goal(self) -> Literal["maximize", "minimize"]:
+    def goal(self) -> Goal:
         """The direction, derived from the metric when not set."""
         if self.direction is not None:
             return self.direction
-        return "minimize" if self.metric == "val_loss" else "maximize"
+        return METRIC_GOALS[self.metric]

@@ -8,6 +8,16 @@ from pydantic import field_validator, model_validator
 
 from .fields import Section, spec_field
 
+AUTO_BATCH_SIZE = 4
+"""The batch size when every applicable ``batch_size`` key is -1."""
+
+
+def resolve_batch_size(*candidates: int) -> int:
+    """The one rule for ``batch_size: -1``: the first candidate that is not -1, else AUTO_BATCH_SIZE (4).
+
+    Candidates go from the most specific key to the least, e.g. (evaluate.batch_size, dataset.batch_size)."""
+    return next((c for c in candidates if c != -1), AUTO_BATCH_SIZE)
+
 
 class DataSource(Section):
     """One COCO source: an image folder or ``images.tar.gz`` (local or ``s3://``) and its annotations."""
@@ -131,8 +141,8 @@ class DatasetSpec(Section):
         4,
         ge=-1,
         le=1024,
-        description="Per-device batch size for training and evaluation (-1 only in deploy specs, where the engine "
-        "profile decides).",
+        description=f"Per-device batch size for training and evaluation; -1 (evaluate, inference and deploy only): "
+        f"{AUTO_BATCH_SIZE}.",
         automl=True,
         math_cond="^ 2",
         search_range=(2, 16),
@@ -145,8 +155,7 @@ class DatasetSpec(Section):
     pin_memory: bool = spec_field(True, description="Page-locked host memory for faster host-to-GPU copies.")
     dataset_type: Literal["serialized", "default"] = spec_field(
         "serialized",
-        description="TAO compatibility: annotations are always held as shared numpy arrays here, so both "
-        "values behave the same.",
+        description="TAO's annotation storage.",
     )
     num_classes: int = spec_field(
         80, ge=1, description="Number of categories, or TAO's 'max category id + 1'.", automl=False
@@ -169,7 +178,7 @@ class DatasetSpec(Section):
     @classmethod
     def _nonzero(cls, value: int) -> int:
         if value == 0:
-            raise ValueError("0 is not a batch size: use a positive number (or -1 in deploy specs)")
+            raise ValueError("0 is not a batch size: use a positive number (or -1 for the default)")
         return value
 
     @model_validator(mode="before")

@@ -9,7 +9,7 @@ from pydantic import model_validator
 
 from .automl import AutoMLSpec
 from .backbones import lr_backbone as official_lr_backbone
-from .dataset import DatasetSpec
+from .dataset import DatasetSpec, resolve_batch_size
 from .deploy import GenTrtEngineSpec
 from .distill import DistillSpec
 from .fields import Section, spec_field
@@ -20,27 +20,53 @@ from .train import TrainSpec
 
 
 class WandBSpec(Section):
-    """Weights & Biases logging (needs the ``wandb`` package)."""
+    """Weights & Biases logging of ``rtdetr train`` / ``distill`` (rank 0; needs the ``wandb`` extra). The run's files
+    go to ``<results_dir>/wandb/``; WANDB_MODE=offline logs without a server."""
 
-    enable: bool = spec_field(False, description="Log metrics to Weights & Biases.")
+    enable: bool = spec_field(
+        False, description="Log losses, lr and validation metrics to Weights & Biases; false: wandb is not touched."
+    )
     project: str = spec_field("TAO Toolkit", description="W&B project.")
-    entity: str | None = spec_field(None, description="W&B team or user.")
+    entity: str | None = spec_field(None, description="W&B team or user; null: your default entity.")
     group: str | None = spec_field(None, description="W&B run group.")
     tags: list[str] = spec_field(["training", "tao-toolkit"], description="Run tags.", automl=False)
-    reinit: bool = spec_field(False, description="Allow re-initialising a run in-process.")
-    sync_tensorboard: bool = spec_field(False, description="Mirror TensorBoard logs into W&B.")
-    save_code: bool = spec_field(False, description="Upload source code to W&B.")
+    reinit: bool = spec_field(False, description="wandb.init's reinit: allow several runs in one process.")
+    sync_tensorboard: bool = spec_field(
+        False, description="Mirror the TensorBoard events into W&B (instead of logging the scalars directly)."
+    )
+    save_code: bool = spec_field(False, description="Save the launching program's code with the run.")
     name: str = spec_field("TAO Toolkit training experiment", description="Run display name.")
-    run_id: str | None = spec_field(None, description="Resume or attach to this W&B run id.")
+    run_id: str | None = spec_field(
+        None,
+        description="Attach to (or resume) this W&B run id; null: a new run, whose id the checkpoints keep so that "
+        "a resumed job continues it.",
+    )
+
+
+class ClearMLSpec(Section):
+    """ClearML logging of ``rtdetr train`` / ``distill`` (TAO's ``ClearMLConfig``; rank 0; needs the ``clearml``
+    extra). CLEARML_OFFLINE_MODE=1 logs without a server."""
+
+    enable: bool = spec_field(
+        False, description="Log losses, lr and validation metrics to ClearML; false: clearml is not touched."
+    )
+    project: str = spec_field("TAO Toolkit ClearML Demo", description="ClearML project.")
+    task: str = spec_field("train", description="ClearML task name.")
+    deferred_init: bool = spec_field(False, description="Task.init's deferred_init: connect in the background.")
+    reuse_last_task_id: bool = spec_field(
+        False, description="Task.init's reuse_last_task_id: overwrite the last task of this name if it has no output."
+    )
+    continue_last_task: bool = spec_field(
+        False, description="Continue the last task of this name (a resumed job always continues its own task)."
+    )
+    tags: list[str] = spec_field(["training", "tao_toolkit"], description="Task tags.", automl=False)
 
 
 class ExperimentSpec(Section):
     """Everything a job reads. Loaded once, validated, then frozen."""
 
     model_name: Literal["rtdetr"] = spec_field("rtdetr", description="Network identifier (TAO compatibility).")
-    encryption_key: str | None = spec_field(
-        None, description="TAO compatibility only: checkpoints and ONNX files are written unencrypted.", automl=False
-    )
+    encryption_key: str | None = spec_field(None, description="TAO's model encryption key.", automl=False)
     results_dir: str = spec_field(
         "results",
         path="output",
@@ -49,6 +75,7 @@ class ExperimentSpec(Section):
         automl=False,
     )
     wandb: WandBSpec = spec_field(WandBSpec(), description="Weights & Biases logging.", automl=False)
+    clearml: ClearMLSpec = spec_field(ClearMLSpec(), description="ClearML logging.", automl=False)
     model: ModelSpec = spec_field(ModelSpec(), description="Architecture and loss settings.", automl=False)
     dataset: DatasetSpec = spec_field(DatasetSpec(), description="Data sources and loading.", automl=False)
     train: TrainSpec = spec_field(TrainSpec(), description="Training.", automl=False)
@@ -96,6 +123,14 @@ class ExperimentSpec(Section):
             return self.model.clip_max_norm
         return self.train.clip_grad_norm
 
+    def batch_size_for(self, action: str) -> int:
+        """The batch size ``action`` runs with: its own section's ``batch_size`` (evaluate, inference and their
+        deploy twins), else ``dataset.batch_size``, else AUTO_BATCH_SIZE, skipping every -1 (``resolve_batch_size``).
+        Training, distillation, quantization and AutoML refuse ``dataset.batch_size: -1`` (ACTION_RULES)."""
+        section = getattr(self, ACTION_SECTION.get(action, action), None)
+        own = getattr(section, "batch_size", -1) if action in BATCH_SECTIONS else -1
+        return resolve_batch_size(own, self.dataset.batch_size)
+
     @property
     def aug_stop_epoch(self) -> int:
         """First 0-based epoch without strong augmentation and multi-scale (dynamic augmentation)."""
@@ -126,10 +161,13 @@ ACTIONS: dict[str, str] = {
 ACTION_SECTION = {"deploy_evaluate": "evaluate", "deploy_inference": "inference"}
 """Actions whose own section has another name."""
 
+BATCH_SECTIONS = ("evaluate", "inference", "deploy_evaluate", "deploy_inference")
+"""Actions whose own section's ``batch_size`` overrides ``dataset.batch_size``."""
+
 ACTION_SECTIONS: dict[str, tuple[str, ...]] = {
-    "train": ("results_dir", "wandb", "model", "dataset", "train"),
-    "distill": ("results_dir", "wandb", "model", "dataset", "train", "distill"),
-    "automl": ("results_dir", "wandb", "model", "dataset", "train", "automl"),
+    "train": ("results_dir", "wandb", "clearml", "model", "dataset", "train"),
+    "distill": ("results_dir", "wandb", "clearml", "model", "dataset", "train", "distill"),
+    "automl": ("results_dir", "wandb", "clearml", "model", "dataset", "train", "automl"),
     "evaluate": ("results_dir", "model", "dataset", "evaluate"),
     "inference": ("results_dir", "model", "dataset", "inference"),
     "export": ("results_dir", "model", "dataset", "export"),
@@ -157,7 +195,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 
 def _positive_batch(spec: ExperimentSpec) -> str | None:
     if spec.dataset.batch_size < 1:
-        return "dataset.batch_size=-1 is only meaningful in deploy specs; set a positive batch size"
+        return "dataset.batch_size=-1 is only for evaluate, inference and deploy; set a positive batch size"
     return None
 
 

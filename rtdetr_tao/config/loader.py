@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
+from .compat import compatibility_warnings
 from .experiment import ACTION_RULES, REQUIRED, ExperimentSpec, get_path
 from .fields import MISSING
 
@@ -73,11 +74,11 @@ def load_spec(
         spec = root.model_validate(data)
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc, source, origins, missing, root)) from None
-    warnings: list[str] = []
+    warnings: list[str] = compatibility_warnings(spec, source) if isinstance(spec, ExperimentSpec) else []
     if action is not None:
         check_action(spec, action, source, missing)
         required = set(REQUIRED.get(action, ()))
-        warnings = [
+        warnings += [
             f"{source}: {key} is '???' and keeps its default ({action} does not need it)"
             for key in missing
             if key not in required

@@ -198,7 +198,9 @@ class ModelSpec(Section):
     lr_linear_proj_mult: float = spec_field(
         1.0, gt=0.0, description="Learning-rate multiplier of linear_proj_names parameters (1.0 = reference recipe)."
     )
-    distillation_loss_coef: float = spec_field(1.0, ge=0.0, description="Weight of the distillation loss.")
+    distillation_loss_coef: float = spec_field(
+        1.0, ge=0.0, description="rtdetr distill: factor on every binding's loss (on top of its weight)."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .compat import mark_schema
 from .experiment import ACTION_SECTIONS, ACTIONS, REQUIRED, ExperimentSpec
 from .fields import MISSING
 
@@ -39,7 +40,9 @@ def base_schema() -> dict[str, Any]:
     """ExperimentSpec's JSON Schema with every ``$ref`` inlined and nullable scalars flattened."""
     raw = ExperimentSpec.model_json_schema(mode="validation")
     defs = raw.pop("$defs", {})
-    return _simplify(_inline(raw, defs))
+    schema = _simplify(_inline(raw, defs))
+    mark_schema(schema["properties"])
+    return schema
 
 
 def action_schema(action: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .dataset import AUTO_BATCH_SIZE
 from .fields import Section, spec_field
 
 CHECKPOINT_HELP = (
@@ -30,11 +31,15 @@ class EvaluateSpec(Section):
     results_dir: str | None = spec_field(
         None, path="output", description="Output folder; null: results_dir/evaluate.", automl=False
     )
-    batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
+    batch_size: int = spec_field(
+        -1, ge=-1, description=f"Batch size; -1: dataset.batch_size, or {AUTO_BATCH_SIZE} when that is -1 too."
+    )
     input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
     conf_threshold: float = spec_field(0.0, ge=0.0, le=1.0, description="Score cut-off for kept detections.")
-    is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+    is_quantized: bool = spec_field(
+        False, description="The checkpoint comes from rtdetr quantize (checked against the checkpoint)."
+    )
 
 
 class InferenceSpec(Section):
@@ -52,7 +57,9 @@ class InferenceSpec(Section):
     results_dir: str | None = spec_field(
         None, path="output", description="Output folder; null: results_dir/inference.", automl=False
     )
-    batch_size: int = spec_field(-1, ge=-1, description="Batch size; -1: dataset.batch_size.")
+    batch_size: int = spec_field(
+        -1, ge=-1, description=f"Batch size; -1: dataset.batch_size, or {AUTO_BATCH_SIZE} when that is -1 too."
+    )
     color_map: dict[str, str] | None = spec_field(
         None,
         description="Box colour per class name (a colour name or #rrggbb); others get a palette colour.",
@@ -66,7 +73,9 @@ class InferenceSpec(Section):
         None, ge=32, description="Input height; null: eval_spatial_size when set, else the checkpoint's trained size."
     )
     outline_width: int = spec_field(3, ge=1, description="Box outline thickness in pixels.")
-    is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+    is_quantized: bool = spec_field(
+        False, description="The checkpoint comes from rtdetr quantize (checked against the checkpoint)."
+    )
     track: bool = spec_field(
         False,
         description="Videos and streams: attach ByteTrack ids to each frame's detections, in the JSON lines "

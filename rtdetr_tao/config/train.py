@@ -14,11 +14,22 @@ SCALE_ADAPTIVE_LR_BACKBONE = {name: entry.lr_backbone for name, entry in BACKBON
 ``lr_backbone`` is null; backbones without an official recipe (and ``timm:*``) use :data:`DEFAULT_LR_BACKBONE`."""
 
 
+Goal = Literal["maximize", "minimize"]
+Monitor = Literal["val_loss", "train_loss", "val_mAP", "val_mAP50"]
+METRIC_GOALS: dict[str, Goal] = {
+    "val_loss": "minimize",
+    "train_loss": "minimize",
+    "val_mAP": "maximize",
+    "val_mAP50": "maximize",
+}
+"""Every metric a job can monitor, with the direction in which it improves."""
+
+
 class OptimSpec(Section):
     """Optimizer and learning-rate schedule."""
 
     optimizer: Literal["AdamW", "SGD"] = spec_field("AdamW", description="Optimizer.")
-    monitor_name: Literal["val_loss", "train_loss", "val_mAP", "val_mAP50"] = spec_field(
+    monitor_name: Monitor = spec_field(
         "val_loss", description="Metric that selects the best checkpoint and drives early stopping."
     )
     lr: float = spec_field(
@@ -80,6 +91,11 @@ class OptimSpec(Section):
         log_scale=True,
     )
     warmup_steps: int = spec_field(0, ge=0, description="Linear learning-rate warm-up, in optimizer steps.")
+
+    @property
+    def monitor_goal(self) -> Goal:
+        """Whether ``monitor_name`` improves upwards (mAP) or downwards (losses)."""
+        return METRIC_GOALS[self.monitor_name]
 
     @model_validator(mode="after")
     def _steps_sorted(self) -> OptimSpec:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ..config.dataset import DatasetSpec, InferSource
+from ..config.dataset import DatasetSpec, InferSource, resolve_batch_size
 from ..errors import DataError, RTDETRError, SpecError
 from .categories import CategoryMap
 from .coco import CocoDetection
@@ -25,12 +25,10 @@ from .transforms import multi_scale_resize, scale_choices
 
 log = logging.getLogger(__name__)
 
-AUTO_BATCH_SIZE = 4
-"""Per-device batch size for ``dataset.batch_size: -1``."""
-
 
 def batch_size_of(dataset_spec: DatasetSpec) -> int:
-    return AUTO_BATCH_SIZE if dataset_spec.batch_size == -1 else dataset_spec.batch_size
+    """``dataset.batch_size`` under the spec's one rule for -1."""
+    return resolve_batch_size(dataset_spec.batch_size)
 
 
 class ShardedBatchSampler:
@@ -119,7 +117,7 @@ class EpochLoader:
     was raised, also when it happened in a worker process."""
 
     def __init__(self, dataset: Dataset, sampler: ShardedBatchSampler, collate: Collate, workers: int, pin: bool):
-        self.dataset, self.sampler = dataset, sampler
+        self.dataset, self.sampler, self.pin_memory = dataset, sampler, pin
         self.loader = DataLoader(
             _Guarded(dataset),
             batch_sampler=sampler,

@@ -18,6 +18,7 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float, warmup_steps: int = 2000, *, device: str | None = None):
         self.module = copy.deepcopy(unwrap(model)).eval()
+        self.device = device  # None: the model's device
         if device is not None:
             self.module.to(device)
         for p in self.module.parameters():

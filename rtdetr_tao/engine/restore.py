@@ -42,6 +42,12 @@ class TrainedModel:
 
         return self.model if self.quantized else optimize_for_inference(self.model)
 
+    def check_quantized(self, declared: bool, key: str) -> None:
+        """``key`` (``<action>.is_quantized``) must say what the checkpoint holds."""
+        if declared != self.quantized:
+            state = "is" if self.quantized else "is not"
+            raise SpecError(f"{self.source} {state} a quantized checkpoint; set {key}={str(self.quantized).lower()}")
+
 
 def load_trained_model(
     path: str,

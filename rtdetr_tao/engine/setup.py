@@ -4,6 +4,7 @@ folder with its status.json (see :mod:`rtdetr_tao.outputs.job`)."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,21 +66,36 @@ class JobContext:
         return category_map_from_sources(self.spec.dataset, self.spec.dataset.train_data_sources)
 
 
-def select_device(choice: str) -> torch.device:
-    """``auto``: this process's CUDA device when there is one, else the CPU."""
+def select_device(choice: str, gpu_ids: list[int] | None = None) -> torch.device:
+    """``auto``: this process's CUDA device when there is one, else the CPU; ``cuda:N``: that device.
+
+    A process that torchrun started uses its local rank (torchrun's CUDA_VISIBLE_DEVICES holds ``gpu_ids``); a
+    single process uses ``gpu_ids[0]``."""
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         from ..errors import SpecError
 
-        raise SpecError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
-    return torch.device("cuda", dist.local_rank())
+        raise SpecError(f"device {choice} was asked for but no CUDA device is available; use auto or cpu")
+    if choice.startswith("cuda:"):
+        return torch.device(choice)
+    if dist.WORKER_ENV in os.environ or not gpu_ids:
+        return torch.device("cuda", dist.local_rank())
+    return torch.device("cuda", gpu_ids[0])
+
+
+def apply_cudnn(benchmark: bool, deterministic: bool) -> None:
+    """``train.cudnn``: the cuDNN autotuner and deterministic-kernel switches (process-wide)."""
+    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.deterministic = deterministic
 
 
 @contextmanager
 def start_job(spec: ExperimentSpec, action: str, *, device: str | None = None) -> Iterator[JobContext]:
-    """Set up a job (device, process group, seed, results folder); status.json records how it ends."""
-    torch_device = select_device(device or spec.train.device)
+    """Set up a job (device, process group, seed, cuDNN switches, results folder); status.json records how it
+    ends."""
+    torch_device = select_device(device or spec.train.device, spec.train.device_ids)
+    apply_cudnn(spec.train.cudnn.benchmark, spec.train.cudnn.deterministic)
     dist.init_process_group(torch_device)
     rank, world = dist.get_rank(), dist.get_world_size()
     try:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import TrainingError
+from .distributed import all_reduce_mean
 from .ema import ModelEMA
 from .optim import LRSchedule
 
@@ -57,7 +58,10 @@ class EpochLoader(Protocol):
 
 
 class Hook:
-    """Reacts to the loop's events; ``self.trainer`` is set when the hook is registered."""
+    """Reacts to the loop's events; ``self.trainer`` is set when the hook is registered.
+
+    A hook with state that must survive a resume returns it from ``state_dict`` (plain data) and
+    takes it back in ``load_state_dict``; the trainer checkpoints it under the hook's class name."""
 
     trainer: Trainer
 
@@ -67,6 +71,12 @@ class Hook:
     def after_epoch(self) -> None: ...
     def after_train(self) -> None: ...
     def on_failure(self, error: BaseException) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        return None
 
 
 @dataclass
@@ -118,6 +128,7 @@ class Trainer:
         self.seed = seed
         self.rank = rank
         self.clip_grad_norm = clip_grad_norm
+        self.precision = precision
         self.ema = ema
         self.ema_every = ema_every
         self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
@@ -130,6 +141,9 @@ class Trainer:
             self.register(hook)
 
     def register(self, hook: Hook) -> None:
+        name = type(hook).__name__
+        if any(type(h).__name__ == name for h in self.hooks):
+            raise ValueError(f"a {name} is already registered (hook state is checkpointed by class name)")
         hook.trainer = self
         self.hooks.append(hook)
 
@@ -147,6 +161,7 @@ class Trainer:
             "step_in_epoch": self.state.step_in_epoch,
             "epoch_complete": self.state.step_in_epoch >= self.state.steps_per_epoch,
             "seed": self.seed,
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks if h.state_dict()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -157,6 +172,10 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         if isinstance(self.loss_fn, torch.nn.Module) and state.get("loss") is not None:
             self.loss_fn.load_state_dict(state["loss"])  # trainable parts of a loss (distillation projections)
+        saved_hooks = state.get("hooks", {})
+        for hook in self.hooks:
+            if type(hook).__name__ in saved_hooks:
+                hook.load_state_dict(saved_hooks[type(hook).__name__])
         self.state.global_step = int(state["global_step"])
         if state["epoch_complete"]:
             self.state.epoch, self.state.step_in_epoch = int(state["epoch"]) + 1, 0
@@ -182,6 +201,8 @@ class Trainer:
                     state.step_in_epoch += 1
                     state.global_step += 1
                     self._call("after_step")
+                # one train loss for every rank, so hooks that read it decide alike
+                state.epoch_losses = all_reduce_mean(state.epoch_losses, self.device)
                 self._call("after_epoch")
                 state.epoch += 1
                 state.step_in_epoch = 0

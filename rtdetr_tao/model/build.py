@@ -60,6 +60,7 @@ def build_model(
     num_classes: int,
     *,
     eval_spatial_size: tuple[int, int] | None = None,
+    activation_checkpoint: bool = False,
 ) -> RTDETR:
     """The RT-DETRv2 detector of ``model_spec`` (a :class:`ModelSpec` or a dict of ``model.*`` keys).
 
@@ -67,6 +68,8 @@ def build_model(
         num_classes: detected classes (logits per query).
         eval_spatial_size: (H, W) of the inference input; precomputes anchors and position embeddings for it, which
             keeps the eval-mode forward free of data-dependent setup (ONNX export). None: computed per input.
+        activation_checkpoint: recompute the encoder's and decoder's transformer layers in the backward pass
+            (training only; less memory, more compute).
 
     ``pretrained_backbone_path`` is loaded through :func:`rtdetr_tao.model.weights.load_backbone_weights`.
     """
@@ -109,7 +112,7 @@ def build_model(
         cross_attn_method=spec.cross_attn_method,
         query_select_method=spec.query_select_method,
     )
-    model = RTDETR(backbone, encoder, decoder)
+    model = RTDETR(backbone, encoder, decoder, activation_checkpoint=activation_checkpoint)
     if spec.pretrained_backbone_path:
         from .weights import load_backbone_weights
 

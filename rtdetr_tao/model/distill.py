@@ -8,7 +8,7 @@ Outputs are named as in TAO's bindings:
 * ``pred_logits`` [B, Q, C] and ``pred_boxes`` [B, Q, 4];
 * any module name of the model (its output tensor, or list of tensors).
 
-Criteria, each multiplied by its binding's ``weight``:
+Criteria, each multiplied by its binding's ``weight`` and by ``coef`` (``model.distillation_loss_coef``):
 
 * ``L1`` / ``L2`` (= ``MSE``): mean absolute / squared difference;
 * ``KL``: ``T² · mean(KL(σ(t/T) ‖ σ(s/T)))`` over every query and class, the binary KL of the sigmoid scores;
@@ -94,10 +94,18 @@ class DistillationLoss(nn.Module):
     creates the projections before the optimizer is made.
     """
 
-    def __init__(self, teacher: nn.Module, bindings: Sequence[Any], criterion: nn.Module, *, top_k: int = 100) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        bindings: Sequence[Any],
+        criterion: nn.Module,
+        *,
+        coef: float = 1.0,
+        top_k: int = 100,
+    ) -> None:
         super().__init__()
         self._teacher = [teacher.eval().requires_grad_(False)]
-        self.bindings, self.criterion, self.top_k = list(bindings), criterion, top_k
+        self.bindings, self.criterion, self.coef, self.top_k = list(bindings), criterion, coef, top_k
         self.projectors = nn.ModuleDict()
         self._student_taps: FeatureTaps | None = None
         self._teacher_taps = FeatureTaps(teacher, [b.teacher_module_name for b in self.bindings])
@@ -195,5 +203,5 @@ class DistillationLoss(nn.Module):
                 else:  # IOU
                     mask = self._mask(teacher_out, targets, tuple(t.shape[-2:]))
                     total = total + (mask * (s - t).pow(2)).sum() / (t.shape[1] * mask.sum().clamp_min(1.0))
-            losses[f"loss_distill_{i}_{binding.criterion.lower()}"] = binding.weight * total
+            losses[f"loss_distill_{i}_{binding.criterion.lower()}"] = self.coef * binding.weight * total
         return losses
