@@ -32,7 +32,7 @@ from test_train import TINY_MODEL
 from rtdetr_tao.config import ExperimentSpec, load_spec
 from rtdetr_tao.config.compat import COMPATIBILITY_ONLY
 from rtdetr_tao.config.schema import base_schema
-from rtdetr_tao.data.synthetic import write_split
+from rtdetr_tao.data.synthetic import write_split, write_video
 from rtdetr_tao.errors import RTDETRError
 
 
@@ -150,6 +150,7 @@ PROBES: dict[str, P] = {
     ),
     "dataset.infer_data_sources.image_dir": P(["{train_images}"], "infer_files"),
     "dataset.infer_data_sources.classmap": P("{classmap}", "infer_files"),
+    "dataset.infer_data_sources.stream": P("file://{video}", "infer_files"),
     "dataset.quant_calibration_data_sources.image_dir": P("{val_images}", "quant_calib", QUANT),
     "dataset.quant_calibration_data_sources.json_file": P("{train_json}", "quant_eval", QUANT),
     "dataset.batch_size": P(1, "batch"),
@@ -211,6 +212,10 @@ PROBES: dict[str, P] = {
     "train.sync_bn": P(False, "trainer"),
     "train.activation_checkpoint": P(False, "model"),
     "train.early_stopping_patience": P(2, "hooks"),
+    "train.plots": P(False, "hooks"),
+    "train.strict_load": P(
+        True, "model", (("train.pretrained_model_path", "{checkpoint}"), ("model.backbone", "resnet_50"))
+    ),
     "train.device": P("cuda", "trainer"),
     # --- evaluate (rtdetr evaluate; rtdetr-deploy evaluate reads the same section) ---
     "evaluate.checkpoint": P("{checkpoint2}", "eval_results"),
@@ -234,6 +239,7 @@ PROBES: dict[str, P] = {
     "inference.input_height": P(96, "infer_input"),
     "inference.outline_width": P(1, "infer_files"),
     "inference.is_quantized": P(True, "infer_files"),
+    "inference.track": P(True, "infer_files", (("dataset.infer_data_sources.image_dir", ["{video}"]),)),
     # --- export ---
     "export.results_dir": P("{tmp}/exported", "dirs"),
     "export.gpu_id": P(1, "export_device"),
@@ -279,6 +285,7 @@ PROBES: dict[str, P] = {
     "quantize.calibration_batches": P(1, "quant_calib", QUANT),
     "quantize.device": P("cuda", "quant_config", QUANT),
     "quantize.backend_kwargs": P({"verbose": True}, "quant_config", QUANT),
+    "quantize.backend": P("torchao", "quant_config", QUANT),
     # --- distill ---
     "distill.pretrained_teacher_model_path": P("{checkpoint2}", "distill_loss"),
     "distill.bindings": P(
@@ -363,6 +370,7 @@ def _world(root: Path) -> dict[str, str]:
         tar.add(train.image_dir, arcname="images")
     paths["train_tar"] = str(root / "train_images.tar.gz")
     paths["classmap"] = str(root / "classes.txt")
+    paths["video"] = str(write_video(root / "clip.mp4", 3, size=(64, 64)))
     spec = make_spec(paths, [])
     paths["checkpoint"] = str(_checkpoint(spec, root / "ckpt.pth", seed=0))
     paths["checkpoint2"] = str(_checkpoint(spec, root / "ckpt2.pth", seed=1))
@@ -727,14 +735,14 @@ def o_evaluate(part: str):
             return real(model, loader, *args, **kwargs)
 
         scored: list[Any] = []
-        real_coco = evaluate.evaluate_coco
+        real_coco = evaluate.coco_evaluation
 
         def scoring(coco_gt, detections, *args, **kwargs):
             scored.append([coco_gt.getImgIds(), [digest(d.scores) + digest(d.boxes) for d in detections], args, kwargs])
             return real_coco(coco_gt, detections, *args, **kwargs)
 
         monkeypatch.setattr(evaluate, "predict", recording)
-        monkeypatch.setattr(evaluate, "evaluate_coco", scoring)
+        monkeypatch.setattr(evaluate, "coco_evaluation", scoring)
         evaluate.run(_fresh(spec, tmp))
         return shapes if part == "input" else digest(scored)
 
