@@ -129,6 +129,8 @@ def run(spec: ExperimentSpec) -> Path:
     calib = spec.dataset.quant_calibration_data_sources
     if calib is None:
         raise SpecError("dataset.quant_calibration_data_sources is not set; give images for calibration")
+    if cfg.backend != "modelopt":
+        raise SpecError(f"quantize.backend={cfg.backend} is not available in this build; use quantize.backend=modelopt")
     mtq = require("modelopt.torch.quantization", extra="quantize", purpose="rtdetr quantize")
     mto = require("modelopt.torch.opt", extra="quantize", purpose="rtdetr quantize")
     device = select_device(cfg.device)

@@ -48,10 +48,10 @@ class LayerQuantSpec(Section):
 class QuantizeSpec(Section):
     """``rtdetr quantize``."""
 
-    backend: Literal["modelopt"] = spec_field(
+    backend: Literal["modelopt", "torchao"] = spec_field(
         "modelopt",
-        description="Quantization library (NVIDIA ModelOpt, PyTorch front end).",
-        schema_extra={"enum": ["modelopt", "modelopt.pytorch"]},
+        description="Quantization library: modelopt (NVIDIA ModelOpt, PyTorch front end) or torchao (TAO's default).",
+        schema_extra={"enum": ["modelopt", "modelopt.pytorch", "torchao"]},
     )
     mode: Literal["static_ptq", "weight_only_ptq"] = spec_field(
         "static_ptq", description="static_ptq: weights and activations; weight_only_ptq: weights only."

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from .fields import Section, spec_field
 
 CHECKPOINT_HELP = "our .pth checkpoint, official RT-DETRv2 weights, a Hugging Face directory, or an exported .onnx"
@@ -49,6 +51,17 @@ class InferenceSpec(Section):
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
     outline_width: int = spec_field(3, ge=1, description="Box outline thickness in pixels.")
     is_quantized: bool = spec_field(False, description="The checkpoint comes from rtdetr quantize.")
+    is_internal: bool = spec_field(
+        False, description="TAO's internal (NVIDIA) output folder layout: not supported, must stay false."
+    )
+
+    @model_validator(mode="after")
+    def _not_internal(self) -> InferenceSpec:
+        if self.is_internal:
+            raise ValueError(
+                "inference.is_internal=true (TAO's internal output layout) is not supported; set it to false"
+            )
+        return self
 
 
 class ExportSpec(Section):
@@ -72,3 +85,14 @@ class ExportSpec(Section):
     )
     simplify: bool = spec_field(False, description="Simplify the graph with onnxslim (verified the same way).")
     check_parity: bool = spec_field(True, description="Compare ONNX Runtime with PyTorch after export.")
+    serialize_nvdsinfer: bool = spec_field(
+        False, description="Write DeepStream nvinfer config files beside the ONNX file: not supported, must stay false."
+    )
+
+    @model_validator(mode="after")
+    def _no_deepstream(self) -> ExportSpec:
+        if self.serialize_nvdsinfer:
+            raise ValueError(
+                "export.serialize_nvdsinfer=true (DeepStream config files) is not supported; set it to false"
+            )
+        return self
