@@ -122,7 +122,7 @@ def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
     _setup_logging(args.debug)
     if action.spec_action == "default_specs":
         module = importlib.import_module(action.module)
-        return int(module.main(args.spec, args.overrides, check=args.check) or 0)
+        return int(module.main(args.spec, args.overrides, check=args.check, skill=args.skill) or 0)
 
     from .config import load_spec
 
@@ -181,6 +181,9 @@ def _action_parser(prog: str, name: str, action: Action) -> _Parser:
     parser.add_argument("--debug", action="store_true", help="Debug logging and tracebacks.")
     if action.spec_action == "default_specs":
         parser.add_argument("--check", action="store_true", help="Fail if the files differ instead of writing.")
+        parser.add_argument(
+            "--skill", action="store_true", help="Write TAO's skill-bank layout (for TAO's AutoML runner) instead."
+        )
     return parser
 
 

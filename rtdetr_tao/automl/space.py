@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..config.schema import schema_types
 from ..errors import SpecError
 
 Kind = Literal["float", "int", "pow2", "choice", "milestones"]
@@ -175,8 +176,7 @@ def _node(schema: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _param(key: str, node: dict[str, Any], user_range: list[float] | None, base_value: Callable[[str], Any]) -> Param:
-    types = node.get("type", [])
-    types = [types] if isinstance(types, str) else list(types)
+    types = schema_types(node)
     kind_of = [t for t in types if t != "null"]
     cond = node.get("math_cond")
     depends_on = node.get("depends_on")

@@ -78,7 +78,7 @@ class InferSource(Section):
 class AugmentationSpec(Section):
     """Training augmentation (the RT-DETR recipe) and the input sizes."""
 
-    multi_scales: list[int] | list[list[int]] = spec_field(
+    multi_scales: list[int | list[int]] = spec_field(
         [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800],
         description="Batch-level random resize sizes: squares (ints) or [h, w] pairs, multiples of 32; [] disables.",
         automl=False,
@@ -118,7 +118,7 @@ class AugmentationSpec(Section):
     def _scales_multiple_of_32(cls, value: list[Any]) -> list[Any]:
         for size in value:
             sides = size if isinstance(size, list) else [size]
-            if len(sides) not in (1, 2) or any(s <= 0 or s % 32 for s in sides):
+            if len(sides) != (2 if isinstance(size, list) else 1) or any(s <= 0 or s % 32 for s in sides):
                 raise ValueError(f"multi_scales entry {size}: give a size or [h, w], multiples of 32")
         return value
 

@@ -4,7 +4,9 @@ Every problem becomes one :class:`~rtdetr_tao.errors.SpecError` line that names 
 override, the dotted key, the bad value and what would be accepted.
 
 ``???`` (TAO's "you must fill this in") marks a key as missing: it takes its default, and an
-action that needs it (``REQUIRED``) refuses to run and says which key to set.
+action that needs it (``REQUIRED``) refuses to run and says which key to set. ``''`` is TAO's "unset"
+(its generated specs write it for every path they leave empty, e.g. an unused ``test_data_sources``):
+the key takes its default, and a section whose values are all ``''`` is unset as a whole.
 
 Limits (a spec is a few hundred values; these only stop hostile or broken input): a spec file holds at most
 ``MAX_SPEC_BYTES``; after YAML aliases and ``${...}`` references are expanded, the spec holds at most
@@ -70,6 +72,7 @@ def load_spec(
     data = resolve_references(data, source, root)
     missing: list[str] = []
     data = strip_missing(data, "", missing)
+    data = strip_unset(data)
     try:
         spec = root.model_validate(data)
     except ValidationError as exc:
@@ -272,6 +275,21 @@ def strip_missing(node: Any, prefix: str, missing: list[str]) -> Any:
         return out
     if isinstance(node, list):
         return [strip_missing(v, f"{prefix}.{i}", missing) for i, v in enumerate(node) if not _is_missing(v)]
+    return node
+
+
+def strip_unset(node: Any) -> Any:
+    """Drop TAO's ``''`` (unset) values; a mapping or list left empty by that goes too."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            kept = strip_unset(value)
+            if kept == "" or (isinstance(value, (dict, list)) and value and kept in ({}, [])):
+                continue
+            out[key] = kept
+        return out
+    if isinstance(node, list):
+        return [kept for kept in (strip_unset(v) for v in node) if kept != "" and kept not in ({}, [])]
     return node
 
 

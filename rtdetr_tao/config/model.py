@@ -46,6 +46,29 @@ TAO_BACKBONE_ALIASES = {"backbone.0": "backbone"}
 """TAO names the backbone module ``backbone.0``; ours is ``backbone``."""
 
 
+class FrozenFMSpec(Section):
+    """TAO's frozen foundation-model branch (RADIO beside the backbone): accepted so TAO specs load; not built."""
+
+    enabled: bool = spec_field(
+        False, description="Add a frozen foundation model beside the backbone: not supported here, must stay false."
+    )
+    backbone: Literal["radio_v2-b", "radio_v2-l", "radio_v2-h"] = spec_field(
+        "radio_v2-l", description="Foundation model (used only when enabled)."
+    )
+    checkpoint: str | None = spec_field(
+        None, description="Foundation-model weights (used only when enabled).", automl=False
+    )
+
+    @model_validator(mode="after")
+    def _not_built(self) -> FrozenFMSpec:
+        if self.enabled:
+            raise ValueError(
+                "model.frozen_fm.enabled=true is not supported: rtdetr_tao has no frozen foundation-model (RADIO) "
+                "branch; set model.frozen_fm.enabled=false"
+            )
+        return self
+
+
 class ModelSpec(Section):
     """RT-DETRv2 architecture, denoising, matching and loss settings."""
 
@@ -96,7 +119,7 @@ class ModelSpec(Section):
     num_select: int = spec_field(
         300,
         ge=1,
-        le=1000,
+        le=3000,
         description="Top-K detections kept by the post-processor.",
         automl=True,
         depends_on="model.num_queries",
@@ -200,6 +223,16 @@ class ModelSpec(Section):
     )
     distillation_loss_coef: float = spec_field(
         1.0, ge=0.0, description="rtdetr distill: factor on every binding's loss (on top of its weight)."
+    )
+    precise_msda: bool = spec_field(
+        False,
+        description="TAO compatibility: deformable attention here is always the pure-PyTorch (grid_sample) "
+        "implementation that TAO's precise_msda selects, so both values run the same code.",
+    )
+    frozen_fm: FrozenFMSpec = spec_field(
+        FrozenFMSpec(),
+        description="TAO's frozen foundation-model branch: not supported (enabled must be false).",
+        automl=False,
     )
 
     @model_validator(mode="before")

@@ -52,8 +52,8 @@ class QuantizeSpec(Section):
         "modelopt",
         description=(
             "Quantization library: modelopt (NVIDIA ModelOpt, PyTorch front end: calibrated int8/FP8 of Conv2d and "
-            "Linear, Q/DQ ONNX export) or torchao (int8 Linear weights, activations native (weight-only) or "
-            "dynamic int8, no calibration, runs on the CPU, no ONNX export)."
+            "Linear, Q/DQ ONNX export) or torchao (TAO's default; int8 Linear weights, activations native "
+            "(weight-only) or dynamic int8, no calibration, runs on the CPU, no ONNX export)."
         ),
         schema_extra={"enum": ["modelopt", "modelopt.pytorch", "torchao"]},
     )

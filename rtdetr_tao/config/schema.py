@@ -5,6 +5,19 @@ plain reader finds ``properties.train.properties.optim.properties.lr``) that kee
 annotations under TAO's names: per field ``automl_enabled``, ``popular``, ``math_cond``,
 ``depends_on``, ``parent_param``, ``option_weights``; at the top ``default``,
 ``automl_default_parameters``, ``automl_disabled_parameters``, ``popular`` and ``required``.
+
+It is written so that TAO's readers (tao-core's and tao_automl's schema flattening, which turn
+``minimum``/``maximum`` into ``valid_min``/``valid_max`` and read one ``type`` per key, and
+tao-core's ``validate_jsonschema``) see what JSON Schema says:
+
+- an exclusive bound also stands as the inclusive ``minimum``/``maximum`` (with ``math_cond "> x"``
+  for a lower one), the exclusive keyword staying for JSON Schema validators;
+- a nullable scalar is ``anyOf: [{type: X}, {type: null}]`` with its bounds and enum beside it, so the
+  one non-null ``type`` is X;
+- ``default`` leaves out null values (TAO's defaults leave unset keys out);
+- ``custom_param_ranges`` gives each searched key's ``automl_search_range`` as TAO's
+  ``{valid_min, valid_max}`` override, ready for ``tao_automl.AutoML(custom_param_ranges=...)``
+  (TAO samples uniformly inside ``minimum``/``maximum`` otherwise, and has no log scale).
 ``spec_templates/spec_template_<action>.yaml`` shows the sections an action reads, every key with
 its default and a comment, and ``???`` where the action needs a value.
 
@@ -58,13 +71,57 @@ def action_schema(action: str) -> dict[str, Any]:
         "title": f"{command_for(action)} spec",
         "description": ACTIONS[action],
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
-        "default": defaults,
+        "default": without_nulls(defaults),
         "automl_default_parameters": automl_on,
         "automl_disabled_parameters": automl_off,
+        "custom_param_ranges": search_ranges(schema, automl_on),
     }
     if popular:
         out["popular"] = popular
     return out
+
+
+def schema_types(node: dict[str, Any]) -> list[str]:
+    """The JSON types a schema node allows: its ``type`` (a name or a list) or its ``anyOf`` branches' types."""
+    kind = node.get("type")
+    if kind is None:
+        kind = [b["type"] for b in node.get("anyOf", ()) if isinstance(b.get("type"), str)]
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def find_node(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
+    """The schema node of a dotted key (KeyError when a part is not a property)."""
+    node = schema
+    for part in dotted.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def search_ranges(schema: dict[str, Any], keys: list[str]) -> dict[str, dict[str, float]]:
+    """TAO's ``custom_param_ranges`` for the ``keys`` that carry an ``automl_search_range``.
+
+    TAO nudges a sampled value that lands on ``valid_min`` (or ``valid_max``) by a tenth of that bound, so
+    a window narrower than [0.9 x high, high] (``train.ema.decay``'s [0.99, 0.9999]) would be left, even
+    past 1; the range given to TAO starts at 0.9 x high at the latest, which keeps both nudges inside.
+    """
+    ranges = {}
+    for key in keys:
+        window = find_node(schema, key).get("automl_search_range")
+        if window:
+            low, high = window
+            if low > 0 and low > 0.9 * high:
+                low = round(0.9 * high, 12)
+            ranges[key] = {"valid_min": low, "valid_max": high}
+    return ranges
+
+
+def without_nulls(values: Any) -> Any:
+    """``values`` without its null entries (at any depth): TAO leaves a key it does not set out."""
+    if isinstance(values, dict):
+        return {k: without_nulls(v) for k, v in values.items() if v is not None}
+    if isinstance(values, list):
+        return [without_nulls(v) for v in values]
+    return values
 
 
 def action_defaults(action: str, sections: tuple[str, ...] | None) -> dict[str, Any]:
@@ -158,8 +215,16 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
+SCALARS = ("string", "number", "integer", "boolean")
+
+
 def _simplify(node: Any) -> Any:
-    """``anyOf: [X, {type: null}]`` → X with ``type: [X.type, "null"]``, so readers find bounds and enums."""
+    """Make a node readable by TAO as well as by JSON Schema validators.
+
+    ``anyOf: [X, {type: null}]`` → ``anyOf: [{type: X.type}, {type: null}]`` with X's other keywords
+    beside it when X is a scalar (TAO reads one non-null type and the bounds next to it), else X with
+    ``type: [X.type, "null"]``; an exclusive bound gains its inclusive ``minimum``/``maximum``.
+    """
     if isinstance(node, list):
         return [_simplify(v) for v in node]
     if not isinstance(node, dict):
@@ -170,10 +235,24 @@ def _simplify(node: Any) -> Any:
         other = next(b for b in branches if b != {"type": "null"})
         if isinstance(other.get("type"), str):
             merged = {**other, **{k: v for k, v in node.items() if k != "anyOf"}}
-            merged["type"] = [other["type"], "null"]
             if "enum" in merged:
                 merged["enum"] = [*merged["enum"], None]
+            if other["type"] in SCALARS:
+                del merged["type"]
+                return {"anyOf": [{"type": other["type"]}, {"type": "null"}], **merged}
+            merged["type"] = [other["type"], "null"]
             return merged
+    return _inclusive_bounds(node)
+
+
+def _inclusive_bounds(node: dict[str, Any]) -> dict[str, Any]:
+    """An exclusive bound also as the inclusive ``minimum``/``maximum`` TAO reads (``math_cond "> x"`` for a
+    lower one, unless the node has its own condition); the exclusive keyword keeps JSON Schema exact."""
+    if "exclusiveMinimum" in node and "minimum" not in node:
+        node["minimum"] = node["exclusiveMinimum"]
+        node.setdefault("math_cond", f"> {node['exclusiveMinimum']}")
+    if "exclusiveMaximum" in node and "maximum" not in node:
+        node["maximum"] = node["exclusiveMaximum"]
     return node
 
 
@@ -190,8 +269,7 @@ def _mark_required(schema: dict[str, Any], parts: list[str]) -> None:
 
 def _forbid_placeholder(node: dict[str, Any]) -> None:
     """A required value (and every required string inside it) may not be the ``???`` placeholder."""
-    kind = node.get("type")
-    if kind == "string" or (isinstance(kind, list) and "string" in kind):
+    if "string" in schema_types(node):
         node["minLength"] = max(node.get("minLength", 0), 1)
         node["not"] = {"const": MISSING}
     for name in node.get("required", ()):
@@ -205,8 +283,11 @@ def _drop_null(node: dict[str, Any]) -> None:
         node["type"] = [t for t in node["type"] if t != "null"]
         if len(node["type"]) == 1:
             node["type"] = node["type"][0]
-        if "enum" in node:
-            node["enum"] = [e for e in node["enum"] if e is not None]
+    if isinstance(node.get("anyOf"), list) and {"type": "null"} in node["anyOf"]:
+        rest = [b for b in node.pop("anyOf") if b != {"type": "null"}]
+        node.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+    if "enum" in node:
+        node["enum"] = [e for e in node["enum"] if e is not None]
     if node.get("default", 0) is None:
         del node["default"]
 
@@ -223,9 +304,7 @@ def _placeholder(prop: dict[str, Any]) -> Any:
             name: _placeholder(sub) if name in required else sub.get("default")
             for name, sub in prop["properties"].items()
         }
-    if prop.get("type") == "array" and isinstance(prop.get("items"), dict):
-        return [_placeholder(prop["items"])]
-    if "array" in (prop.get("type") or ()) and isinstance(prop.get("items"), dict):
+    if "array" in schema_types(prop) and isinstance(prop.get("items"), dict):
         return [_placeholder(prop["items"])]
     return MISSING
 
@@ -299,14 +378,14 @@ def _flow(value: Any) -> str:
 def _comment(prop: dict[str, Any]) -> str:
     text = prop.get("description", "")
     bounds = []
-    if "minimum" in prop:
-        bounds.append(f">= {prop['minimum']}")
     if "exclusiveMinimum" in prop:
         bounds.append(f"> {prop['exclusiveMinimum']}")
-    if "maximum" in prop:
-        bounds.append(f"<= {prop['maximum']}")
+    elif "minimum" in prop:
+        bounds.append(f">= {prop['minimum']}")
     if "exclusiveMaximum" in prop:
         bounds.append(f"< {prop['exclusiveMaximum']}")
+    elif "maximum" in prop:
+        bounds.append(f"<= {prop['maximum']}")
     enum = [e for e in prop.get("enum", ()) if e is not None]
     if enum and "properties" not in prop:
         bounds.append("one of " + ", ".join(map(str, enum)))

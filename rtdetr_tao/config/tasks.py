@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from .dataset import AUTO_BATCH_SIZE
 from .fields import Section, spec_field
 
@@ -81,6 +83,17 @@ class InferenceSpec(Section):
         description="Videos and streams: attach ByteTrack ids to each frame's detections, in the JSON lines "
         "(track_ids) and the drawing (#id). Needs pip install 'rtdetr-tao[track]'.",
     )
+    is_internal: bool = spec_field(
+        False, description="TAO's internal (NVIDIA) output folder layout: not supported, must stay false."
+    )
+
+    @model_validator(mode="after")
+    def _not_internal(self) -> InferenceSpec:
+        if self.is_internal:
+            raise ValueError(
+                "inference.is_internal=true (TAO's internal output layout) is not supported; set it to false"
+            )
+        return self
 
 
 class ExportSpec(Section):
@@ -112,3 +125,14 @@ class ExportSpec(Section):
     )
     simplify: bool = spec_field(False, description="Simplify the graph with onnxslim (verified the same way).")
     check_parity: bool = spec_field(True, description="Compare ONNX Runtime with PyTorch after export.")
+    serialize_nvdsinfer: bool = spec_field(
+        False, description="Write DeepStream nvinfer config files beside the ONNX file: not supported, must stay false."
+    )
+
+    @model_validator(mode="after")
+    def _no_deepstream(self) -> ExportSpec:
+        if self.serialize_nvdsinfer:
+            raise ValueError(
+                "export.serialize_nvdsinfer=true (DeepStream config files) is not supported; set it to false"
+            )
+        return self

@@ -125,6 +125,30 @@ class CudnnSpec(Section):
     deterministic: bool = spec_field(True, description="Deterministic cuDNN kernels.")
 
 
+class CheckpointerSpec(Section):
+    """TAO's best-checkpoint (top-k) saving: accepted so TAO specs load; enable_topk is not supported."""
+
+    enable_topk: bool = spec_field(
+        False, description="Keep the k best checkpoints by a metric: not supported here, must stay false."
+    )
+    replace_periodic: bool = spec_field(False, description="Used only with enable_topk.")
+    monitor: str | None = spec_field(None, description="Used only with enable_topk.", automl=False)
+    mode: Literal["min", "max"] | None = spec_field(None, description="Used only with enable_topk.")
+    save_top_k: int = spec_field(1, ge=1, description="Used only with enable_topk.")
+    filename: str = spec_field("model_best_{epoch:03d}", description="Used only with enable_topk.", automl=False)
+    dirpath: str | None = spec_field(None, description="Used only with enable_topk.", automl=False)
+    auto_insert_metric_name: bool = spec_field(False, description="Used only with enable_topk.")
+
+    @model_validator(mode="after")
+    def _not_built(self) -> CheckpointerSpec:
+        if self.enable_topk:
+            raise ValueError(
+                "train.checkpointer.enable_topk=true is not supported: training keeps the periodic checkpoints and "
+                "the best one by train.optim.monitor_name; set train.checkpointer.enable_topk=false"
+            )
+        return self
+
+
 class TrainSpec(Section):
     """The training job."""
 
@@ -135,6 +159,11 @@ class TrainSpec(Section):
     )
     seed: int = spec_field(1234, ge=-1, description="Random seed; -1: no fixed seeding.", automl=False)
     cudnn: CudnnSpec = spec_field(CudnnSpec(), description="cuDNN switches.", automl=False)
+    checkpointer: CheckpointerSpec = spec_field(
+        CheckpointerSpec(),
+        description="TAO's top-k checkpointing (not supported; enable_topk must be false).",
+        automl=False,
+    )
     num_epochs: int = spec_field(
         10, ge=1, description="Training epochs.", popular=True, automl=False, parent_param=True
     )
