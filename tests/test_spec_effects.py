@@ -310,6 +310,29 @@ PROBES: dict[str, P] = {
 }
 """Key → probe. One line per key; see the module docstring."""
 
+REFUSED: dict[str, Any] = {
+    "model.frozen_fm.enabled": True,
+    "distill.teacher.frozen_fm.enabled": True,
+    "train.checkpointer.enable_topk": True,
+    "export.serialize_nvdsinfer": True,
+    "inference.is_internal": True,
+}
+"""TAO keys whose non-default value switches on something not built here: that value is a one-line error naming
+the key (their other values, and the keys that only matter with them, are COMPATIBILITY_ONLY)."""
+
+COMPAT_VALUES: dict[str, Any] = {  # non-default values of compatibility-only keys that have no probe
+    "precise_msda": True,
+    "frozen_fm.backbone": "radio_v2-b",
+    "frozen_fm.checkpoint": "radio.pth",
+    "checkpointer.replace_periodic": True,
+    "checkpointer.monitor": "val_mAP",
+    "checkpointer.mode": "max",
+    "checkpointer.save_top_k": 3,
+    "checkpointer.filename": "best",
+    "checkpointer.dirpath": "{tmp}/topk",
+    "checkpointer.auto_insert_metric_name": True,
+}
+
 TEACHER_PROBES = {  # the teacher's architecture: what distill builds from distill.teacher
     k: "teacher"
     for k in (
@@ -956,14 +979,17 @@ OBSERVERS = {
 def test_every_key_is_probed_or_compatibility_only():
     keys = dict(leaf_keys())
     fixed = {k for k, prop in keys.items() if single_valued(prop)}
-    unaccounted = sorted(set(keys) - set(PROBES) - set(COMPATIBILITY_ONLY) - fixed)
+    unaccounted = sorted(set(keys) - set(PROBES) - set(COMPATIBILITY_ONLY) - set(REFUSED) - fixed)
     assert not unaccounted, f"add a probe to PROBES (or a COMPATIBILITY_ONLY entry) for: {unaccounted}"
     both = sorted(set(PROBES) & set(COMPATIBILITY_ONLY))
     assert not both, f"keys both probed and compatibility-only: {both}"
     stale = sorted((set(PROBES) | set(COMPATIBILITY_ONLY)) - set(keys))
     assert not stale, f"probes or COMPATIBILITY_ONLY entries for keys the spec no longer has: {stale}"
     assert all(p.aspect in OBSERVERS for p in PROBES.values())
-    counts = f"effective {len(PROBES)}, compatibility-only {len(COMPATIBILITY_ONLY)}, one valid value {len(fixed)}"
+    counts = (
+        f"effective {len(PROBES)}, refused when set {len(REFUSED)}, compatibility-only {len(COMPATIBILITY_ONLY)}, "
+        f"one valid value {len(fixed)}"
+    )
     print(f"\nkeys: {len(keys)}; {counts}")
 
 
@@ -999,9 +1025,19 @@ def test_compatibility_only_key_warns_and_is_marked(key, world):
         "gen_trt_engine.input_height": ["gen_trt_engine.input_height=64"],
     }
     probe = PROBES.get(key.replace("distill.teacher.", "model."))
-    setting = special.get(key) or [f"{key}={json.dumps(fill(probe.value if probe else 2, world))}"]
+    value = next((v for suffix, v in COMPAT_VALUES.items() if key.endswith(f".{suffix}")), 2)
+    setting = special.get(key) or [f"{key}={json.dumps(fill(probe.value if probe else value, world))}"]
     overrides = [f"{k}={json.dumps(v)}" for k, v in base_overrides(world).items() if v is not None]
     warnings = load_spec(None, [*overrides, *setting]).warnings
     mine = [w for w in warnings if f" {key} is set" in w]
     assert len(mine) == 1 and COMPATIBILITY_ONLY[key] in mine[0] and "secret" not in mine[0]
     assert not [w for w in load_spec(None, overrides).warnings if "compatibility" in w]
+
+
+@pytest.mark.parametrize("key", sorted(REFUSED))
+def test_refused_key_is_a_one_line_error_naming_it(key, world):
+    overrides = [f"{k}={json.dumps(v)}" for k, v in base_overrides(world).items() if v is not None]
+    load_spec(None, overrides)  # the default value loads
+    with pytest.raises(RTDETRError) as error:
+        load_spec(None, [*overrides, f"{key}={json.dumps(REFUSED[key])}"])
+    assert key in str(error.value) and "\n" not in str(error.value)

@@ -107,7 +107,7 @@ def test_tao_core_default_spec_loads(tmp_path: Path, tao_action: str) -> None:
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ("model.frozen_fm.enabled", "model.frozen_fm.enabled=true is not supported"),
+        ("model.frozen_fm.enabled", "model.frozen_fm.enabled: not supported"),
         ("train.checkpointer.enable_topk", "train.checkpointer.enable_topk=true is not supported"),
         ("export.serialize_nvdsinfer", "export.serialize_nvdsinfer=true (DeepStream config files) is not supported"),
         ("inference.is_internal", "inference.is_internal=true (TAO's internal output layout) is not supported"),

@@ -24,6 +24,15 @@ _TEACHER_INERT = (
     "backbone_names", "linear_proj_names", "lr_linear_proj_mult", "distillation_loss_coef",
 )  # fmt: skip
 _ONE_PROCESS = "runs in one process on train.device; multi-GPU {} is not implemented"
+_NO_FROZEN_FM = "the frozen foundation-model (RADIO) branch is not built (frozen_fm.enabled must stay false)"
+_NO_TOPK = (
+    "top-k checkpointing is not built (checkpointer.enable_topk must stay false): training keeps the periodic "
+    "checkpoints and model_best.pth by train.optim.monitor_name"
+)
+_PRECISE_MSDA = (
+    "deformable attention always runs the pure-PyTorch (grid_sample) implementation that TAO's precise_msda "
+    "selects, so both values run the same code"
+)
 
 COMPATIBILITY_ONLY: dict[str, str] = {
     "encryption_key": "checkpoints and ONNX files are written unencrypted",
@@ -36,6 +45,12 @@ COMPATIBILITY_ONLY: dict[str, str] = {
     "gen_trt_engine.input_width": "the input size is fixed in the ONNX file by rtdetr export (export.input_width)",
     "gen_trt_engine.input_height": "the input size is fixed in the ONNX file by rtdetr export (export.input_height)",
     **{f"distill.teacher.{k}": _TEACHER_REASON for k in _TEACHER_INERT},
+    **{f"{m}.precise_msda": _PRECISE_MSDA for m in ("model", "distill.teacher")},
+    **{f"{m}.frozen_fm.{k}": _NO_FROZEN_FM for m in ("model", "distill.teacher") for k in ("backbone", "checkpoint")},
+    **{
+        f"train.checkpointer.{k}": _NO_TOPK
+        for k in ("replace_periodic", "monitor", "mode", "save_top_k", "filename", "dirpath", "auto_insert_metric_name")
+    },
 }
 """Dotted key → why it has no effect."""
 

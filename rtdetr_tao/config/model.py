@@ -59,14 +59,14 @@ class FrozenFMSpec(Section):
         None, description="Foundation-model weights (used only when enabled).", automl=False
     )
 
-    @model_validator(mode="after")
-    def _not_built(self) -> FrozenFMSpec:
-        if self.enabled:
+    @field_validator("enabled")
+    @classmethod
+    def _not_built(cls, enabled: bool) -> bool:
+        if enabled:
             raise ValueError(
-                "model.frozen_fm.enabled=true is not supported: rtdetr_tao has no frozen foundation-model (RADIO) "
-                "branch; set model.frozen_fm.enabled=false"
+                "not supported: rtdetr_tao has no frozen foundation-model (RADIO) branch; set it to false"
             )
-        return self
+        return enabled
 
 
 class ModelSpec(Section):
