@@ -63,9 +63,7 @@ class FrozenFMSpec(Section):
     @classmethod
     def _not_built(cls, enabled: bool) -> bool:
         if enabled:
-            raise ValueError(
-                "not supported: rtdetr_tao has no frozen foundation-model (RADIO) branch; set it to false"
-            )
+            raise ValueError("not supported: rtdetr_tao has no frozen foundation-model (RADIO) branch; set it to false")
         return enabled
 
 
