@@ -313,3 +313,36 @@ def test_recipe_key_errors() -> None:
         load_spec(None, ["dataset.augmentation.mosaic_epochs=[5,2]"])
     with pytest.raises(SpecError, match="recipe"):
         load_spec(None, ["train.recipe=dfine"])
+
+
+def test_recipe_keys_are_searchable_by_automl() -> None:
+    import json
+    from pathlib import Path
+
+    import optuna
+
+    from rtdetr_tao.automl.space import build_space, sample_overrides
+    from rtdetr_tao.config.experiment import get_path
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "train.schema.json").read_text())
+    base = load_spec(None, ["model.preset=s", "train.num_epochs=20"]).spec
+    keys = [
+        "train.recipe",
+        "dataset.augmentation.mosaic_prob",
+        "dataset.augmentation.mixup_prob",
+        "model.mal_gamma",
+        "train.optim.min_lr_factor",
+        "train.optim.flat_epochs",
+    ]
+    params = build_space(schema, keys, {"train.optim.flat_epochs": [0, 30]}, lambda k: get_path(base, k))
+    assert {p.key: p.kind for p in params}["train.recipe"] == "choice"
+    seen = set()
+    for seed in range(8):
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+        overrides = sample_overrides(params, trial, {"train.num_epochs": 20})
+        spec = load_spec(None, ["model.preset=s", "train.num_epochs=20", *(f"{k}={v}" for k, v in overrides.items())])
+        recipe = spec.spec.recipe
+        assert recipe.mosaic_prob == overrides["dataset.augmentation.mosaic_prob"]
+        assert recipe.flat_epochs == overrides["train.optim.flat_epochs"] < 20
+        seen.add(recipe.name)
+    assert seen == {"rtdetrv2", "deim"}
