@@ -41,7 +41,12 @@ DEIM_STAGES: dict[str, DeimStages] = {
     "resnet_50": DeimStages(60, 4, 34, 58),  # deim_r50vd_60e_coco.yml, deim_r50vd_m_60e_coco.yml
     "resnet_101": DeimStages(60, 4, 34, 58),  # deim_r101vd_60e_coco.yml
 }
-"""DEIM's RT-DETRv2 configs, per backbone."""
+"""DEIM's RT-DETRv2 configs, per backbone; another backbone takes ResNet-50's (the default backbone)."""
+
+
+def stages_of(backbone: str) -> DeimStages:
+    return DEIM_STAGES.get(backbone, DEIM_STAGES["resnet_50"])
+
 
 DEIM_MOSAIC_PROB = 0.5
 DEIM_MIXUP_PROB = 0.5
@@ -75,7 +80,7 @@ def _scaled(epoch: int, stages: DeimStages, num_epochs: int) -> int:
 def deim_stages(backbone: str, num_epochs: int) -> tuple[int, int, int]:
     """(mosaic/mixup start, flat end, augmentation stop) of DEIM's config for ``backbone``, scaled to
     ``num_epochs``; the stop leaves at least one epoch without augmentation."""
-    stages = DEIM_STAGES[backbone]
+    stages = stages_of(backbone)
     start, flat = _scaled(stages.start, stages, num_epochs), _scaled(stages.flat, stages, num_epochs)
     no_aug = max(1, _scaled(stages.epochs - stages.stop, stages, num_epochs))
     return start, flat, max(num_epochs - no_aug, 0)
@@ -124,6 +129,4 @@ def recipe_num_epochs(data: dict[str, Any]) -> dict[str, Any]:
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     backbone = model.get("backbone") or PRESETS.get(model.get("preset") or "", {}).get("backbone")
     backbone = backbone or ModelSpec.model_fields["backbone"].default
-    if backbone not in DEIM_STAGES:
-        return data  # an invalid backbone: the model section's validation names it
-    return {**data, "train": {**train, "num_epochs": DEIM_STAGES[backbone].epochs}}
+    return {**data, "train": {**train, "num_epochs": stages_of(str(backbone)).epochs}}
