@@ -159,7 +159,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, data, recipe) -> 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("recipe", ["rtdetrv2", "deim"])
+@pytest.mark.parametrize("recipe", ["rtdetrv2", pytest.param("deim", marks=pytest.mark.slow)])
 def test_two_process_gloo_training(tmp_path, data, recipe) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
