@@ -71,7 +71,7 @@ def _spec(tmp_path, text):
         ("train:\n  num_epoch: 3\n", [SOURCES], "unknown key 'train.num_epoch' (did you mean 'train.num_epochs'?)"),
         ("train:\n  num_epochs: many\n", [SOURCES], "train.num_epochs: Input should be a valid integer"),
         ("train:\n  num_epochs: 0\n", [SOURCES], "train.num_epochs: Input should be greater than or equal to 1"),
-        ("train:\n  optim:\n    lr_scheduler: Cosine\n", [SOURCES], "Input should be 'MultiStep' or 'StepLR'"),
+        ("train:\n  optim:\n    lr_scheduler: Cosine\n", [SOURCES], "'MultiStep', 'StepLR' or 'FlatCosine'"),
         ("train: [\n", [SOURCES], "invalid YAML"),
         (
             "dataset:\n  train_data_sources: ???\n",

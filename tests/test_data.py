@@ -21,7 +21,7 @@ from rtdetr_tao.data.coco import CocoDetection
 from rtdetr_tao.data.loader import build_eval_loader, build_train_loader
 from rtdetr_tao.data.sources import extract, resolve_file, resolve_image_dir
 from rtdetr_tao.data.synthetic import write_split
-from rtdetr_tao.data.transforms import TrainTransform
+from rtdetr_tao.data.transforms import DenseO2O, TrainTransform
 from rtdetr_tao.errors import DataError
 
 
@@ -284,6 +284,27 @@ def test_workers_do_not_change_the_data(shapes, tmp_path) -> None:
     parallel_loader.set_epoch(0)
     for (a, _), (b, _) in zip(serial, _batches(parallel_loader), strict=True):
         assert torch.equal(a, b)
+
+
+def test_dense_o2o_is_a_function_of_seed_epoch_and_batch(shapes, tmp_path) -> None:
+    """Mosaic (partners and affine) and mixup draw from the sample's and batch's own generators: the same data
+    with workers, and from a mid-epoch start, as a resumed run needs; and they do add boxes."""
+    spec = _spec(shapes["folder"], tmp_path)
+    plain = _loader(spec)
+    plain.set_epoch(0)
+    boxes_plain = sum(len(t["boxes"]) for _, ts in _batches(plain) for t in ts)
+    dense = DenseO2O(mosaic_prob=1.0, mosaic_epochs=(0, 2), mixup_prob=1.0, mixup_epochs=(0, 2))
+    loader = _loader(spec, dense_o2o=dense)
+    loader.set_epoch(0)
+    serial = _batches(loader)
+    assert sum(len(t["boxes"]) for _, ts in serial for t in ts) > 4 * boxes_plain  # 4 tiles, then 2 images mixed
+    parallel = _loader(spec.model_copy(update={"workers": 2}), dense_o2o=dense)
+    parallel.set_epoch(0, start_batch=3)
+    for (a, ta), (b, tb) in zip(serial[3:], _batches(parallel), strict=True):
+        assert torch.equal(a, b) and all(torch.equal(x["boxes"], y["boxes"]) for x, y in zip(ta, tb, strict=True))
+    loader.set_epoch(2)  # outside the windows: the plain recipe's data
+    plain.set_epoch(2)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(_batches(loader), _batches(plain), strict=True))
 
 
 def test_ranks_partition_the_data(shapes, tmp_path) -> None:

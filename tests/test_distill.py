@@ -62,7 +62,8 @@ def test_distill_trains_only_the_student_and_resumes(trained, tmp_path) -> None:
                        teacher["decoder.enc_output.proj.weight"])  # fmt: skip
 
 
-def test_gradients_reach_the_student_and_projections_only(trained) -> None:  # noqa: F811
+@pytest.mark.parametrize("recipe", ["rtdetrv2", "deim"])
+def test_gradients_reach_the_student_and_projections_only(trained, recipe) -> None:  # noqa: F811
     from contextlib import nullcontext
 
     from rtdetr_tao.config.distill import BindingSpec
@@ -70,15 +71,16 @@ def test_gradients_reach_the_student_and_projections_only(trained) -> None:  # n
     from rtdetr_tao.model.distill import DistillationLoss
     from rtdetr_tao.model.weights import load_weights
 
-    spec = load_spec(str(trained["spec"]), [], action=None).spec
+    spec = load_spec(str(trained["spec"]), [f"train.recipe={recipe}"], action=None).spec
     teacher = build_model(TINY_MODEL, 4)
     load_weights(teacher, trained["ckpt"])
     student = build_model(STUDENT, 4).train()
     bindings = [BindingSpec.model_validate(b) for b in BINDINGS]
-    loss = DistillationLoss(teacher, bindings, build_criterion(spec.model, 4))
+    loss = DistillationLoss(teacher, bindings, build_criterion(spec.model, 4, loss_types=spec.recipe.loss_types))
     loss.build(student, torch.rand(1, 3, 64, 64))
     targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}] * 2
     losses = loss(student, torch.rand(2, 3, 64, 64), targets, nullcontext)
+    assert ("loss_mal" in losses) == (recipe == "deim") and "loss_distill_0_iou" in losses
     sum(losses.values()).backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.grad is not None for p in loss.projectors.parameters())

@@ -64,6 +64,9 @@ TWO_LEVELS = (
     ("model.use_encoder_idx", [1]),
 )
 QUANT_CAL = (*QUANT, ("quantize.calibration_batches", 2))
+DEIM = (("train.recipe", "deim"),)
+FLAT_COSINE = (("train.optim.lr_scheduler", "FlatCosine"),)
+MAL = (("model.loss_types", ["mal", "boxes"]),)
 
 PROBES: dict[str, P] = {
     "results_dir": P("{tmp}/elsewhere", "dirs"),
@@ -138,6 +141,9 @@ PROBES: dict[str, P] = {
     "model.linear_proj_names": P(["value_proj"], "optimizer", (("model.lr_linear_proj_mult", 0.1),)),
     "model.lr_linear_proj_mult": P(0.1, "optimizer"),
     "model.distillation_loss_coef": P(2.0, "distill_loss"),
+    "model.mal_loss_coef": P(2.0, "net", MAL),
+    "model.mal_gamma": P(2.0, "net", MAL),
+    "model.mal_alpha": P(0.5, "net", MAL),
     # --- dataset ---
     "dataset.train_data_sources": P([{"image_dir": "{val_images}", "json_file": "{val_json}"}], "batch"),
     "dataset.val_data_sources.image_dir": P("{train_images}", "val"),
@@ -174,6 +180,10 @@ PROBES: dict[str, P] = {
     "dataset.augmentation.hflip_prob": P(0.0, "batch"),
     "dataset.augmentation.preserve_aspect_ratio": P(True, "val"),
     "dataset.augmentation.stop_epoch": P(0, "batch"),
+    "dataset.augmentation.mosaic_prob": P(0.0, "batch", DEIM),
+    "dataset.augmentation.mosaic_epochs": P([3, 4], "batch", DEIM),
+    "dataset.augmentation.mixup_prob": P(0.0, "batch", DEIM),
+    "dataset.augmentation.mixup_epochs": P([3, 4], "batch", DEIM),
     # --- train ---
     "train.num_gpus": P(2, "launch"),
     "train.gpu_ids": P([1], "launch"),
@@ -208,6 +218,9 @@ PROBES: dict[str, P] = {
     "train.optim.lr_step_size": P(1, "schedule", STEP_LR),
     "train.optim.lr_decay": P(0.5, "schedule", (("train.optim.lr_steps", [1]),)),
     "train.optim.warmup_steps": P(5, "schedule"),
+    "train.optim.flat_epochs": P(1, "schedule", FLAT_COSINE),
+    "train.optim.min_lr_factor": P(0.1, "schedule", FLAT_COSINE),
+    "train.recipe": P("deim", "schedule"),
     "train.precision": P("bf16", "trainer"),
     "train.sync_bn": P(False, "trainer"),
     "train.activation_checkpoint": P(False, "model"),

@@ -42,7 +42,11 @@ def data(tmp_path_factory) -> dict:
     return {"train": train, "val": val}
 
 
-def _spec(tmp_path: Path, data: dict, **train) -> Path:
+DEIM = {"recipe": "deim"}
+DEIM_AUG = {"mosaic_epochs": [0, 2], "mixup_epochs": [0, 2], "stop_epoch": 2}  # Dense O2O in every step
+
+
+def _spec(tmp_path: Path, data: dict, aug: dict | None = None, **train) -> Path:
     source = lambda split: {"image_dir": str(split.image_dir), "json_file": str(split.json_file)}  # noqa: E731
     spec = {
         "results_dir": str(tmp_path / "results"),
@@ -54,7 +58,12 @@ def _spec(tmp_path: Path, data: dict, **train) -> Path:
             "num_classes": 4,
             "batch_size": 4,
             "workers": 0,
-            "augmentation": {"train_spatial_size": [64, 64], "eval_spatial_size": [64, 64], "multi_scales": [64, 96]},
+            "augmentation": {
+                "train_spatial_size": [64, 64],
+                "eval_spatial_size": [64, 64],
+                "multi_scales": [64, 96],
+                **(aug or {}),
+            },
         },
         "train": {
             "num_epochs": 2,
@@ -141,8 +150,11 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "model_epoch_001.pth", weights_only=True)["model"]
 
 
-def test_resume_after_sigkill_gives_the_same_weights(tmp_path, data) -> None:
+@pytest.mark.parametrize("recipe", ["rtdetrv2", "deim"])
+def test_resume_after_sigkill_gives_the_same_weights(tmp_path, data, recipe) -> None:
     step_ckpt = {"checkpoint_interval_unit": "step", "checkpoint_interval": 1}
+    if recipe == "deim":  # mosaic partners, mosaic / mixup draws and the FlatCosine lr must resume exactly too
+        step_ckpt |= {"aug": DEIM_AUG, **DEIM}
     full = _spec(tmp_path / "full", data, **step_ckpt)
     assert _run_cli(["train", "-e", str(full)]).wait(timeout=600) == 0
 
@@ -164,14 +176,16 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, data) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_process_gloo_training(tmp_path, data) -> None:
+@pytest.mark.parametrize("recipe", ["rtdetrv2", pytest.param("deim", marks=pytest.mark.slow)])
+def test_two_process_gloo_training(tmp_path, data, recipe) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # early stopping runs on both ranks (rank 1 writes no best checkpoint) and stops both at the same epoch
     # (the tiny model's val_mAP stays 0.0, so the second validation is the first without improvement)
     monitor = {"warmup_steps": 2, "monitor_name": "val_mAP"}
-    spec = _spec(tmp_path, data, num_gpus=2, num_epochs=3, early_stopping_patience=1, optim=monitor)
+    deim = {"aug": DEIM_AUG, **DEIM} if recipe == "deim" else {}
+    spec = _spec(tmp_path, data, num_gpus=2, num_epochs=3, early_stopping_patience=1, optim=monitor, **deim)
     env = {**os.environ, "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
     process = _run_cli(["train", "-e", str(spec)], env=env)
     _, err = process.communicate(timeout=600)

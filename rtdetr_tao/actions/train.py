@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ExperimentSpec
+from ..data.transforms import DenseO2O
 from ..engine import distributed as dist
 from ..engine.checkpoint import BEST, find_latest, load_checkpoint, state_digest
 from ..engine.ema import ModelEMA, unwrap
@@ -96,7 +97,8 @@ def train(
             init_model(model, ctx)
         _freeze(model, spec)
         model.to(ctx.device)
-        criterion = build_criterion(spec.model, num_classes).to(ctx.device)
+        recipe = spec.recipe
+        criterion = build_criterion(spec.model, num_classes, loss_types=recipe.loss_types).to(ctx.device)
         loss_fn = make_loss(spec, criterion, ctx, model)
         lr_backbone = spec.lr_backbone
         log.info(
@@ -140,15 +142,22 @@ def train(
             world_size=ctx.world_size,
             rank=ctx.rank,
             category_map=category_map,
+            dense_o2o=DenseO2O(recipe.mosaic_prob, recipe.mosaic_epochs, recipe.mixup_prob, recipe.mixup_epochs),
         )
         optim = spec.train.optim
         schedule = LRSchedule(
-            optim.lr_scheduler,
+            recipe.lr_scheduler,
             milestones=tuple(optim.lr_steps),
             step_size=optim.lr_step_size,
             decay=optim.lr_decay,
             warmup_steps=optim.warmup_steps,
+            steps_per_epoch=len(loader),
+            num_epochs=spec.train.num_epochs,
+            flat_epochs=recipe.flat_epochs,
+            no_aug_epochs=recipe.no_aug_epochs,
+            min_factor=optim.min_lr_factor,
         )
+        log.info("recipe %s: %s", recipe.name, recipe)
         trainer = Trainer(
             model=train_model,
             loss_fn=loss_fn,

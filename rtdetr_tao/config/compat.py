@@ -21,7 +21,8 @@ _TEACHER_INERT = (
     "label_noise_ratio", "box_noise_scale", "aux_loss", "vfl_loss_coef", "bbox_loss_coef", "giou_loss_coef",
     "class_cost", "bbox_cost", "giou_cost", "alpha", "gamma", "matcher_alpha", "matcher_gamma", "clip_max_norm",
     "loss_types",
-    "backbone_names", "linear_proj_names", "lr_linear_proj_mult", "distillation_loss_coef",
+    "backbone_names", "linear_proj_names", "lr_linear_proj_mult", "distillation_loss_coef", "mal_loss_coef",
+    "mal_gamma", "mal_alpha",
 )  # fmt: skip
 _ONE_PROCESS = "runs in one process on train.device; multi-GPU {} is not implemented"
 _NO_FROZEN_FM = "the frozen foundation-model (RADIO) branch is not built (frozen_fm.enabled must stay false)"

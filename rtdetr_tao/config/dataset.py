@@ -103,7 +103,42 @@ class AugmentationSpec(Section):
         None,
         ge=0,
         description="Dynamic augmentation: from this 0-based epoch on, photometric distortion, zoom-out, IoU crop "
-        "and multi-scale are off; null: the last two epochs (the paper's choice).",
+        "and multi-scale are off; null: the recipe's (rtdetrv2: the last two epochs, the paper's choice; deim: "
+        "DEIM's policy.epoch[2], 117 of 120 epochs for R18/R34, 58 of 60 for R50/R101, scaled to num_epochs).",
+    )
+    mosaic_prob: float | None = spec_field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Dense O2O: probability of a 2x2 mosaic of the image and three random others (random affine "
+        "after; no zoom-out or IoU crop on a mosaic); null: the recipe's (rtdetrv2: 0; deim: 0.5, DEIM's "
+        "configs/base/rt_deim.yml transforms.mosaic_prob).",
+        search_range=(0.0, 1.0),
+    )
+    mosaic_epochs: list[int] | None = spec_field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="Dense O2O: [first, end) 0-based epochs with mosaic; strong augmentation starts at the first "
+        "(DEIM's 4-stage policy); null: the recipe's (DEIM's policy.epoch[:2], [4, 64] of 120 epochs for "
+        "R18/R34, [4, 34] of 60 for R50/R101, scaled to num_epochs).",
+        automl=False,
+    )
+    mixup_prob: float | None = spec_field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Dense O2O: probability that a batch is mixed with itself rolled by one (ratio in [0.45, 0.55], "
+        "both images' boxes kept); null: the recipe's (rtdetrv2: 0; deim: 0.5, DEIM's collate_fn.mixup_prob).",
+        search_range=(0.0, 1.0),
+    )
+    mixup_epochs: list[int] | None = spec_field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="Dense O2O: [first, end) 0-based epochs with mixup; null: the recipe's (DEIM's "
+        "collate_fn.mixup_epochs, the same as mosaic_epochs).",
+        automl=False,
     )
 
     @field_validator("train_spatial_size", "eval_spatial_size")
@@ -111,6 +146,13 @@ class AugmentationSpec(Section):
     def _multiple_of_32(cls, value: list[int]) -> list[int]:
         if any(v <= 0 or v % 32 for v in value):
             raise ValueError(f"{value}: both sides must be positive multiples of 32")
+        return value
+
+    @field_validator("mosaic_epochs", "mixup_epochs")
+    @classmethod
+    def _epoch_window(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not 0 <= value[0] <= value[1]:
+            raise ValueError(f"{value}: give [first, end) with 0 <= first <= end")
         return value
 
     @field_validator("multi_scales")

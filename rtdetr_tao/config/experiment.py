@@ -15,6 +15,7 @@ from .distill import DistillSpec
 from .fields import Section, spec_field
 from .model import ModelSpec
 from .quantize import QuantizeSpec
+from .recipe import Recipe, recipe_num_epochs, resolve_recipe
 from .tasks import EvaluateSpec, ExportSpec, InferenceSpec
 from .train import TrainSpec
 
@@ -89,6 +90,11 @@ class ExperimentSpec(Section):
     distill: DistillSpec | None = spec_field(None, description="Distillation (rtdetr distill).", automl=False)
     automl: AutoMLSpec = spec_field(AutoMLSpec(), description="Hyper-parameter search (rtdetr automl).", automl=False)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_epochs(cls, data: Any) -> Any:
+        return recipe_num_epochs(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _cross_section(self) -> ExperimentSpec:
         if self.model.num_select > self.model.num_queries * self.dataset.num_classes:
@@ -132,10 +138,14 @@ class ExperimentSpec(Section):
         return resolve_batch_size(own, self.dataset.batch_size)
 
     @property
+    def recipe(self) -> Recipe:
+        """``train.recipe``'s values for the recipe keys left null (loss, schedule, Dense O2O augmentation)."""
+        return resolve_recipe(self)
+
+    @property
     def aug_stop_epoch(self) -> int:
         """First 0-based epoch without strong augmentation and multi-scale (dynamic augmentation)."""
-        stop = self.dataset.augmentation.stop_epoch
-        return stop if stop is not None else max(self.train.num_epochs - 2, 0)
+        return self.recipe.aug_stop_epoch
 
     def action_dir(self, action: str) -> str:
         """``<action>.results_dir`` if the section sets one, else ``results_dir/<action>``."""

@@ -199,11 +199,29 @@ class ModelSpec(Section):
         None, ge=0.0, description="TAO alias of train.clip_grad_norm; null: use train.clip_grad_norm."
     )
     aux_loss: bool = spec_field(True, description="Add the losses of every decoder layer and of the encoder proposals.")
-    loss_types: list[Literal["vfl", "boxes"]] = spec_field(
-        ["vfl", "boxes"],
+    loss_types: list[Literal["vfl", "mal", "boxes"]] | None = spec_field(
+        None,
         min_length=1,
-        description="Loss terms: vfl (classification) and boxes (L1 + GIoU).",
+        description="Loss terms: vfl (varifocal) or mal (DEIM's matchability-aware) classification, and boxes "
+        "(L1 + GIoU); null: the recipe's (rtdetrv2: [vfl, boxes]; deim: [mal, boxes], DEIM's "
+        "configs/base/rt_deim.yml DEIMCriterion.losses).",
         automl=False,
+    )
+    mal_loss_coef: float = spec_field(
+        1.0, ge=0.0, description="Weight of the mal classification loss (DEIM's weight_dict.loss_mal)."
+    )
+    mal_gamma: float = spec_field(
+        1.5,
+        gt=0.0,
+        description="mal gamma: the target is IoU^gamma, negatives are weighted by score^gamma (DEIM's "
+        "DEIMCriterion.gamma in configs/base/rt_deim.yml).",
+        math_cond="> 0.0",
+        search_range=(0.5, 3.0),
+    )
+    mal_alpha: float | None = spec_field(
+        None,
+        gt=0.0,
+        description="mal: extra weight of the negatives (DEIM's mal_alpha); null: none, as DEIM's configs.",
     )
     backbone_names: list[str] = spec_field(
         ["backbone"],

@@ -63,7 +63,12 @@ class OptimSpec(Section):
         search_range=(1e-5, 1e-2),
         log_scale=True,
     )
-    lr_scheduler: Literal["MultiStep", "StepLR"] = spec_field("MultiStep", description="Learning-rate schedule.")
+    lr_scheduler: Literal["MultiStep", "StepLR", "FlatCosine"] | None = spec_field(
+        None,
+        description="Learning-rate schedule; null: the recipe's (rtdetrv2: MultiStep; deim: FlatCosine, DEIM's "
+        "flat-then-cosine schedule with a quadratic warm-up over warmup_steps that reaches lr x min_lr_factor at "
+        "the augmentation stop epoch).",
+    )
     lr_steps: list[int] = spec_field(
         [1000],
         description="MultiStep: 0-based epochs at which the learning rate is multiplied by lr_decay.",
@@ -90,7 +95,29 @@ class OptimSpec(Section):
         search_range=(0.05, 0.5),
         log_scale=True,
     )
-    warmup_steps: int = spec_field(0, ge=0, description="Linear learning-rate warm-up, in optimizer steps.")
+    warmup_steps: int = spec_field(
+        0,
+        ge=0,
+        description="Learning-rate warm-up, in optimizer steps: linear; quadratic under FlatCosine (DEIM's "
+        "configs use 2000, configs/base/rt_deim.yml warmup_iter).",
+    )
+    flat_epochs: int | None = spec_field(
+        None,
+        ge=0,
+        description="FlatCosine: epochs at the full learning rate before the cosine decay; null: the recipe's "
+        "(DEIM's flat_epoch, 64 of 120 epochs for R18/R34, 34 of 60 for R50/R101, scaled to num_epochs).",
+        depends_on="train.num_epochs",
+        math_cond="< depends_on",
+    )
+    min_lr_factor: float = spec_field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="FlatCosine: the final learning rate as a fraction of lr (DEIM's lr_gamma, "
+        "configs/base/rt_deim.yml).",
+        math_cond="> 0.0",
+        search_range=(0.05, 1.0),
+    )
 
     @property
     def monitor_goal(self) -> Goal:
@@ -151,6 +178,15 @@ class CheckpointerSpec(Section):
 
 class TrainSpec(Section):
     """The training job."""
+
+    recipe: Literal["rtdetrv2", "deim"] = spec_field(
+        "rtdetrv2",
+        description="Training recipe whose defaults fill the null keys: rtdetrv2 (the paper's) or deim (DEIM, "
+        "CVPR 2025: mosaic + mixup (Dense O2O), the matchability-aware loss (mal) and the FlatCosine schedule; "
+        "num_epochs, when not given, becomes DEIM's 120 for R18/R34 and 60 for R50/R101). See "
+        "rtdetr_tao/config/recipe.py.",
+        popular=True,
+    )
 
     num_gpus: int = spec_field(1, ge=1, description="GPUs per node.", popular=True, automl=False)
     gpu_ids: list[int] = spec_field([0], description="GPU indices to use on each node.", popular=True, automl=False)

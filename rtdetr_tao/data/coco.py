@@ -32,7 +32,7 @@ from .categories import CategoryMap
 from .locate import ImageLocator
 from .preprocess import load_rgb, to_model_input
 from .sources import resolve_file, resolve_image_dir
-from .transforms import TrainTransform
+from .transforms import DenseO2O, Sample, TrainTransform
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ class CocoDetection(Dataset):
     Args:
         train_aug: training augmentation; None: evaluation preprocessing at ``eval_size``.
         stop_epoch: from this epoch on, the strong augmentation is off.
+        dense_o2o: DEIM's mosaic schedule (strong augmentation then starts at the first mosaic epoch); mosaic
+            partners are drawn from this dataset with the sample's own generator.
         skip_corrupt: unreadable images are skipped (the sample is None, dropped by the collate) instead of failing.
     """
 
@@ -200,6 +202,7 @@ class CocoDetection(Dataset):
         seed: int = 0,
         skip_corrupt: bool = False,
         cache_dir: str | None = None,
+        dense_o2o: DenseO2O | None = None,
     ) -> None:
         self.coco = load_coco(source.json_file, cache_dir)
         image_dir = resolve_image_dir(source.image_dir, cache_dir)
@@ -209,6 +212,7 @@ class CocoDetection(Dataset):
         self.transform = TrainTransform(train_aug) if train_aug is not None else None
         self.eval_size, self.preserve_aspect_ratio = tuple(eval_size), preserve_aspect_ratio
         self.stop_epoch, self.seed, self.skip_corrupt = stop_epoch, seed, skip_corrupt
+        self.dense_o2o = dense_o2o or DenseO2O()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -236,7 +240,12 @@ class CocoDetection(Dataset):
         if self.transform is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-                tensor, boxes, labels = self.transform(image, boxes, labels, strong=epoch < self.stop_epoch)
+                strong = self.dense_o2o.strong_start <= epoch < self.stop_epoch
+                partners: list[Sample] = []
+                if strong and self.dense_o2o.mosaic_now(epoch) and torch.rand(()) < self.dense_o2o.mosaic_prob:
+                    picks = torch.randint(len(self.records), (3,)).tolist()
+                    partners = [self._partner(i, (image, boxes, labels)) for i in picks]
+                tensor, boxes, labels = self.transform(image, boxes, labels, strong=strong, mosaic_with=partners)
         else:
             array, letterbox = to_model_input(image, self.eval_size, self.preserve_aspect_ratio)
             tensor = torch.from_numpy(array)
@@ -251,3 +260,15 @@ class CocoDetection(Dataset):
             boxes = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
         target |= {"labels": labels, "boxes": boxes}
         return tensor, target, (index, epoch, batch)
+
+    def _partner(self, index: int, fallback: Sample) -> Sample:
+        """A mosaic partner (image, boxes, labels); an unreadable one is the sample itself under skip_corrupt."""
+        record = self.records[index]
+        try:
+            image = load_rgb(record.path)
+        except DataError as error:
+            if not self.skip_corrupt:
+                raise DataError(f"{error}; set dataset.skip_corrupt_images=true to skip such images") from None
+            log.warning("mosaic: skipping image %s: %s", record.image_id, error)
+            return fallback
+        return image, torch.from_numpy(record.boxes), torch.from_numpy(record.labels)

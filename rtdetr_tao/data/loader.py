@@ -21,7 +21,7 @@ from ..errors import DataError, RTDETRError, SpecError
 from .categories import CategoryMap
 from .coco import CocoDetection
 from .preprocess import load_rgb, named_images, to_model_input
-from .transforms import multi_scale_resize, scale_choices
+from .transforms import DenseO2O, mixup, multi_scale_resize, scale_choices
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,18 @@ class _Guarded(Dataset):
 
 
 class Collate:
-    """Stacks images, keeps targets as a list, drops skipped samples, applies the multi-scale resize."""
+    """Stacks images, keeps targets as a list, drops skipped samples, applies DEIM's mixup (when ``dense_o2o``
+    says so) and the multi-scale resize, both drawn from a generator seeded by (seed, epoch, batch)."""
 
-    def __init__(self, scales: list[tuple[int, int]] | None = None, stop_epoch: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        scales: list[tuple[int, int]] | None = None,
+        stop_epoch: int = 0,
+        seed: int = 0,
+        dense_o2o: DenseO2O | None = None,
+    ) -> None:
         self.scales, self.stop_epoch, self.seed = scales, stop_epoch, seed
+        self.dense_o2o = dense_o2o or DenseO2O()
 
     def __call__(self, samples: list[Any]) -> tuple[Tensor, list[dict[str, Any]]] | _Failed:
         failed = next((s for s in samples if isinstance(s, _Failed)), None)
@@ -104,10 +112,14 @@ class Collate:
         if not samples:
             return torch.zeros(0, 3, 1, 1), []
         images = torch.stack([s[0] for s in samples])
+        targets = [s[1] for s in samples]
         _, epoch, batch = samples[0][2]
+        rng = random.Random(hash((self.seed, epoch, batch)))
+        if self.dense_o2o.mixup_now(epoch) and rng.random() < self.dense_o2o.mixup_prob:
+            images, targets = mixup(images, targets, rng)
         if self.scales and epoch < self.stop_epoch:
-            images = multi_scale_resize(images, self.scales, random.Random(hash((self.seed, epoch, batch))))
-        return images, [s[1] for s in samples]
+            images = multi_scale_resize(images, self.scales, rng)
+        return images, targets
 
 
 class EpochLoader:
@@ -149,9 +161,10 @@ def build_train_loader(
     world_size: int = 1,
     rank: int = 0,
     category_map: CategoryMap,
+    dense_o2o: DenseO2O | None = None,
 ) -> EpochLoader:
     """The training loader over all ``train_data_sources`` (concatenated), augmented as ``dataset.augmentation``
-    says; strong augmentation and multi-scale stop at ``stop_epoch``."""
+    says; strong augmentation and multi-scale stop at ``stop_epoch``; ``dense_o2o``: DEIM's mosaic and mixup."""
     if not dataset_spec.train_data_sources:
         raise SpecError("dataset.train_data_sources is empty; give at least one {image_dir, json_file}")
     aug = dataset_spec.augmentation
@@ -164,6 +177,7 @@ def build_train_loader(
             seed=seed,
             skip_corrupt=dataset_spec.skip_corrupt_images,
             cache_dir=dataset_spec.cache_dir,
+            dense_o2o=dense_o2o,
         )
         for source in dataset_spec.train_data_sources
     ]
@@ -175,7 +189,7 @@ def build_train_loader(
             f"{len(dataset)} training images give no full batch of {batch} per process ({world_size} processes); "
             "lower dataset.batch_size or add images"
         )
-    collate = Collate(scale_choices(aug.multi_scales) or None, stop_epoch, seed)
+    collate = Collate(scale_choices(aug.multi_scales) or None, stop_epoch, seed, dense_o2o)
     return EpochLoader(dataset, sampler, collate, dataset_spec.workers, dataset_spec.pin_memory)
 
 

@@ -5,13 +5,15 @@ Groups (as in the reference recipe): backbone parameters train at the backbone l
 weights and biases (every parameter with fewer than two dimensions) get no weight decay.
 
 The schedule is a pure function of (epoch, global step): MultiStep or StepLR decay per epoch,
-times a linear warm-up over the first ``warmup_steps`` optimizer steps. Being stateless, it
-resumes exactly.
+times a linear warm-up over the first ``warmup_steps`` optimizer steps; or DEIM's FlatCosine per step
+(quadratic warm-up, flat, cosine down to ``min_factor``, flat at the floor for the last ``no_aug_epochs``).
+Being stateless, it resumes exactly.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,19 +87,40 @@ def build_optimizer(name: str, groups: list[dict], *, lr: float, momentum: float
 class LRSchedule:
     """Learning-rate factor for (epoch, global_step): decay x warm-up."""
 
-    kind: str  # "MultiStep" or "StepLR"
+    kind: str  # "MultiStep", "StepLR" or "FlatCosine"
     milestones: tuple[int, ...] = ()
     step_size: int = 1
     decay: float = 0.1
     warmup_steps: int = 0
+    steps_per_epoch: int = 1  # FlatCosine's fields from here
+    num_epochs: int = 1
+    flat_epochs: int = 0
+    no_aug_epochs: int = 0
+    min_factor: float = 0.5
 
     def factor(self, epoch: int, global_step: int) -> float:
+        if self.kind == "FlatCosine":
+            return self._flat_cosine(global_step)
         if self.kind == "MultiStep":
             decays = bisect.bisect_right(self.milestones, epoch)
         else:
             decays = epoch // self.step_size
         warmup = min(1.0, (global_step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         return self.decay**decays * warmup
+
+    def _flat_cosine(self, step: int) -> float:
+        """DEIM's ``flat_cosine_schedule`` as a factor of the base lr (its min_lr is base lr x lr_gamma)."""
+        total = self.steps_per_epoch * self.num_epochs
+        flat = self.steps_per_epoch * self.flat_epochs
+        no_aug = self.steps_per_epoch * self.no_aug_epochs
+        if self.warmup_steps > 0 and step <= self.warmup_steps:
+            return (step / self.warmup_steps) ** 2
+        if step <= flat:
+            return 1.0
+        if step >= total - no_aug:
+            return self.min_factor
+        cosine = 0.5 * (1 + math.cos(math.pi * (step - flat) / (total - flat - no_aug)))
+        return self.min_factor + (1.0 - self.min_factor) * cosine
 
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int, global_step: int) -> float:
         """Set every group's lr to its base lr times the factor; returns the factor."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
@@ -127,8 +127,14 @@ def build_postprocessor(model_spec: ModelSpec | dict[str, Any]) -> PostProcessor
     return PostProcessor(_spec(model_spec).num_select)
 
 
-def build_criterion(model_spec: ModelSpec | dict[str, Any], num_classes: int) -> nn.Module:
-    """The reference's RT-DETRv2 loss: Hungarian matching, varifocal + L1 + GIoU terms."""
+def build_criterion(
+    model_spec: ModelSpec | dict[str, Any], num_classes: int, loss_types: Sequence[str] | None = None
+) -> nn.Module:
+    """The reference's RT-DETRv2 loss: Hungarian matching, varifocal (or DEIM's mal) + L1 + GIoU terms.
+
+    ``loss_types``: the resolved recipe's (``ExperimentSpec.recipe.loss_types``); None: ``model.loss_types``, or
+    RT-DETRv2's [vfl, boxes] when that is null.
+    """
     from .criterion import SetCriterion
     from .matcher import HungarianMatcher
 
@@ -139,6 +145,23 @@ def build_criterion(model_spec: ModelSpec | dict[str, Any], num_classes: int) ->
         cost_giou=spec.giou_cost,
         alpha=spec.matcher_alpha,
         gamma=spec.matcher_gamma,
+    )
+    weight_dict = {
+        "loss_vfl": spec.vfl_loss_coef,
+        "loss_mal": spec.mal_loss_coef,
+        "loss_bbox": spec.bbox_loss_coef,
+        "loss_giou": spec.giou_loss_coef,
+    }
+    losses = loss_types if loss_types is not None else (spec.loss_types or ("vfl", "boxes"))
+    return SetCriterion(
+        matcher,
+        weight_dict=weight_dict,
+        losses=list(losses),
+        alpha=spec.alpha,
+        gamma=spec.gamma,
+        num_classes=num_classes,
+        mal_gamma=spec.mal_gamma,
+        mal_alpha=spec.mal_alpha,
     )
     weight_dict = {"loss_vfl": spec.vfl_loss_coef, "loss_bbox": spec.bbox_loss_coef, "loss_giou": spec.giou_loss_coef}
     return SetCriterion(

@@ -1,8 +1,9 @@
-"""The RT-DETRv2 training objective: varifocal classification loss, L1 and GIoU box losses on Hungarian-matched
-queries of the last decoder layer, every auxiliary layer, the encoder proposals and the denoising groups.
+"""The RT-DETRv2 training objective: varifocal classification loss (or DEIM's matchability-aware loss), L1 and
+GIoU box losses on Hungarian-matched queries of the last decoder layer, every auxiliary layer, the encoder proposals
+and the denoising groups.
 
-Returned terms are weighted by ``weight_dict`` and named like the reference's: ``loss_vfl``, ``loss_bbox``,
-``loss_giou``, then ``<name>_aux_<i>``, ``<name>_enc_<i>`` and ``<name>_dn_<i>``, so that
+Returned terms are weighted by ``weight_dict`` and named like the reference's: ``loss_vfl`` (or ``loss_mal``),
+``loss_bbox``, ``loss_giou``, then ``<name>_aux_<i>``, ``<name>_enc_<i>`` and ``<name>_dn_<i>``, so that
 ``sum(losses.values())`` is the total loss.
 """
 
@@ -26,10 +27,11 @@ class SetCriterion(nn.Module):
 
     Args:
         matcher: assigns queries to targets.
-        weight_dict: coefficient of each base term (``loss_vfl``, ``loss_bbox``, ``loss_giou``).
-        losses: loss families to compute: ``vfl`` and/or ``boxes``.
+        weight_dict: coefficient of each base term (``loss_vfl``, ``loss_mal``, ``loss_bbox``, ``loss_giou``).
+        losses: loss families to compute: ``vfl`` or ``mal``, and/or ``boxes``.
         alpha, gamma: varifocal loss parameters.
         num_classes: number of classes (sigmoid logits, no background).
+        mal_gamma, mal_alpha: matchability-aware loss parameters (DEIM's ``gamma`` and ``mal_alpha``).
     """
 
     def __init__(
@@ -40,13 +42,16 @@ class SetCriterion(nn.Module):
         alpha: float = 0.75,
         gamma: float = 2.0,
         num_classes: int = 80,
+        mal_gamma: float = 1.5,
+        mal_alpha: float | None = None,
     ) -> None:
         super().__init__()
-        unknown = set(losses) - {"vfl", "boxes"}
+        unknown = set(losses) - {"vfl", "mal", "boxes"}
         if unknown:
-            raise ValueError(f"unknown loss types {sorted(unknown)}; use 'vfl' and/or 'boxes'")
+            raise ValueError(f"unknown loss types {sorted(unknown)}; use 'vfl' or 'mal', and/or 'boxes'")
         self.matcher, self.weight_dict, self.losses = matcher, dict(weight_dict), list(losses)
         self.alpha, self.gamma, self.num_classes = alpha, gamma, num_classes
+        self.mal_gamma, self.mal_alpha = mal_gamma, mal_alpha
 
     def loss_vfl(
         self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float,
@@ -54,19 +59,24 @@ class SetCriterion(nn.Module):
     ) -> dict[str, Tensor]:  # fmt: skip
         """Varifocal loss: BCE towards IoU-valued targets on matched queries, focal-weighted negatives."""
         logits = outputs["pred_logits"]
-        batch_idx, query_idx = _permutation(indices)
-        matched = outputs["pred_boxes"][batch_idx, query_idx]
-        target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices, strict=True)])
-        ious = torch.diag(box_iou(box_cxcywh_to_xyxy(matched), box_cxcywh_to_xyxy(target_boxes))[0]).detach()
-        classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64, device=logits.device)
-        classes[batch_idx, query_idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices, strict=True)])
-        one_hot = F.one_hot(classes, num_classes + 1)[..., :-1]
-        score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
-        score[batch_idx, query_idx] = ious.to(logits.dtype)
-        target_score = score.unsqueeze(-1) * one_hot
+        one_hot, target_score = _iou_targets(outputs, targets, indices, num_classes)
         weight = self.alpha * logits.sigmoid().detach().pow(self.gamma) * (1 - one_hot) + target_score
         loss = F.binary_cross_entropy_with_logits(logits, target_score, weight=weight, reduction="none")
         return {"loss_vfl": loss.mean(1).sum() * logits.shape[1] / num_boxes}
+
+    def loss_mal(
+        self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float,
+        num_classes: int,
+    ) -> dict[str, Tensor]:  # fmt: skip
+        """DEIM's matchability-aware loss: BCE towards IoU^gamma on matched queries, weight 1 there;
+        negatives weighted by score^gamma (times ``mal_alpha`` when set)."""
+        logits = outputs["pred_logits"]
+        one_hot, target_score = _iou_targets(outputs, targets, indices, num_classes)
+        negative = logits.sigmoid().detach().pow(self.mal_gamma) * (1 - one_hot)
+        weight = (negative if self.mal_alpha is None else self.mal_alpha * negative) + one_hot
+        target = target_score.pow(self.mal_gamma)
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="none")
+        return {"loss_mal": loss.mean(1).sum() * logits.shape[1] / num_boxes}
 
     def loss_boxes(
         self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
@@ -89,6 +99,8 @@ class SetCriterion(nn.Module):
         for loss in self.losses:
             if loss == "vfl":
                 terms |= self.loss_vfl(outputs, targets, indices, num_boxes, num_classes or self.num_classes)
+            elif loss == "mal":
+                terms |= self.loss_mal(outputs, targets, indices, num_boxes, num_classes or self.num_classes)
             else:
                 terms |= self.loss_boxes(outputs, targets, indices, num_boxes)
         return {k + suffix: v * self.weight_dict[k] for k, v in terms.items() if k in self.weight_dict}
@@ -124,6 +136,23 @@ class SetCriterion(nn.Module):
             dist.all_reduce(count)
             count /= dist.get_world_size()
         return count.clamp(min=1).item()
+
+
+def _iou_targets(
+    outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], indices: Indices, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """(one-hot class targets [B, Q, C], IoU of each matched query with its box at its class [B, Q, C])."""
+    logits = outputs["pred_logits"]
+    batch_idx, query_idx = _permutation(indices)
+    matched = outputs["pred_boxes"][batch_idx, query_idx]
+    target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices, strict=True)])
+    ious = torch.diag(box_iou(box_cxcywh_to_xyxy(matched), box_cxcywh_to_xyxy(target_boxes))[0]).detach()
+    classes = torch.full(logits.shape[:2], num_classes, dtype=torch.int64, device=logits.device)
+    classes[batch_idx, query_idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices, strict=True)])
+    one_hot = F.one_hot(classes, num_classes + 1)[..., :-1]
+    score = torch.zeros(logits.shape[:2], dtype=logits.dtype, device=logits.device)
+    score[batch_idx, query_idx] = ious.to(logits.dtype)
+    return one_hot, score.unsqueeze(-1) * one_hot
 
 
 def _permutation(indices: Indices) -> tuple[Tensor, Tensor]:
