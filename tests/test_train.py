@@ -271,6 +271,14 @@ def _wandb_run(run_dir: Path) -> tuple[dict, dict[int, set[str]]]:
     return meta, history
 
 
+def _train_in_subprocess(spec: Path, keys: list[str]) -> None:
+    """``rtdetr train`` in a fresh process: W&B and ClearML start threads and (ClearML) fork, which can deadlock
+    inside a test process that already holds other libraries' threads."""
+    process = _run_cli(["train", "-e", str(spec), *keys])
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+
+
 def test_wandb_offline_run_logs_and_a_resumed_job_continues_it(tmp_path, data, monkeypatch) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -279,7 +287,7 @@ def test_wandb_offline_run_logs_and_a_resumed_job_continues_it(tmp_path, data, m
     spec = _spec(tmp_path, data, num_epochs=1)
     keys = ["wandb.enable=true", "wandb.project=shapes", "wandb.entity=team", "wandb.group=tiny", "wandb.name=r1"]
     keys.append("wandb.tags=[a, b]")
-    assert main(["train", "-e", str(spec), *keys]) == 0
+    _train_in_subprocess(spec, keys)
     out = tmp_path / "results" / "train"
     (first,) = sorted((out / "wandb").glob("offline-run-*"))
     meta, history = _wandb_run(first)
@@ -292,7 +300,7 @@ def test_wandb_offline_run_logs_and_a_resumed_job_continues_it(tmp_path, data, m
     run_id = meta["id"]
     assert torch.load(out / "model_epoch_000.pth", weights_only=True)["hooks"]["WandBHook"] == {"run_id": run_id}
 
-    assert main(["train", "-e", str(spec), *keys, "train.num_epochs=2"]) == 0  # resumes from epoch 0
+    _train_in_subprocess(spec, [*keys, "train.num_epochs=2"])  # resumes from epoch 0
     (second,) = [r for r in (out / "wandb").glob("offline-run-*") if r != first]
     meta, history = _wandb_run(second)
     assert meta["id"] == run_id and min(history) == 8 and "val/val_mAP" in history[8]
@@ -304,7 +312,7 @@ def test_clearml_offline_task_logs_losses_lr_and_metrics(tmp_path, data, monkeyp
     monkeypatch.setenv("HOME", str(tmp_path))  # the offline session goes to ~/.clearml/cache/offline/
     spec = _spec(tmp_path, data, num_epochs=1)
     keys = ["clearml.enable=true", "clearml.project=shapes", "clearml.task=tiny", "clearml.tags=[a, b]"]
-    assert main(["train", "-e", str(spec), *keys]) == 0
+    _train_in_subprocess(spec, keys)
     (session,) = [p for p in (tmp_path / ".clearml" / "cache" / "offline").iterdir() if p.is_dir()]
     task = json.loads((session / "task.json").read_text())
     assert task["name"] == "tiny" and sorted(task["tags"]) == ["a", "b"]
