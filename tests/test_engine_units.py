@@ -334,7 +334,7 @@ def test_early_stopping_and_best_checkpoint_state_survive_a_resume(tmp_path):
     saved = load_checkpoint(latest)
     assert saved["hooks"] == {
         "EarlyStoppingHook": {"best": 0.45, "bad_rounds": 2},
-        "BestCheckpointHook": {"best": 0.45},
+        "BestCheckpointHook": {"best": 0.45, "best_epoch": 3},
     }
 
     resumed = hooked_trainer(tmp_path / "broken")
