@@ -92,7 +92,7 @@ def _run(workspace: dict, name: str, action: str) -> None:
         assert _results(spec, "evaluate")["num_images"] == 4
     elif action == "inference":
         assert main(["inference", "-e", spec, f"inference.checkpoint={ckpt}"]) == 0
-        assert len(list((out / "inference" / "labels").iterdir())) == 4
+        assert len(list((out / "inference" / "labels").rglob("*.txt"))) == 4  # names keep paths below image_dir
     elif action == "deploy_evaluate":
         from rtdetr_deploy.cli import main as deploy_main
 

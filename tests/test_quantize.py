@@ -140,14 +140,13 @@ def test_torchao_int8_quantize_evaluate_and_no_onnx(trained, capsys, caplog) -> 
         assert 0 < (logits - float_logits).abs().max() < 1.0  # int8 weights: close to, not equal to, float
 
         capsys.readouterr()
-        assert main(["evaluate", "-e", spec, f"evaluate.checkpoint={quantized}"]) == 0
+        assert main(["evaluate", "-e", spec, f"evaluate.checkpoint={quantized}", "evaluate.is_quantized=true"]) == 0
         evaluated = json.loads((root / "results" / "evaluate" / "results.json").read_text())
         assert evaluated["AP"] == pytest.approx(summary["mAP_after"]["mAP"])
 
     infer_out = root / "ao_inference"
-    assert (
-        main(["inference", "-e", spec, f"inference.checkpoint={quantized}", f"inference.results_dir={infer_out}"]) == 0
-    )
+    infer = ["inference", "-e", spec, f"inference.checkpoint={quantized}", f"inference.results_dir={infer_out}"]
+    assert main([*infer, "inference.is_quantized=true"]) == 0
     assert len(list((infer_out / "labels").iterdir())) == 16
     export = ["export", "-e", spec, f"export.checkpoint={quantized}", f"export.onnx_file={root / 'ao.onnx'}"]
     assert main([*export, "export.is_quantized=true"]) == 2

@@ -56,7 +56,7 @@ class FrozenFMSpec(Section):
         "radio_v2-l", description="Foundation model (used only when enabled)."
     )
     checkpoint: str | None = spec_field(
-        None, description="Foundation-model weights (used only when enabled).", automl=False
+        None, path="file", description="Foundation-model weights (used only when enabled).", automl=False
     )
 
     @field_validator("enabled")
