@@ -323,6 +323,10 @@ class ClearMLHook(Hook):
             kwargs["continue_last_task"] = self.task_id
         if os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes"):
             clearml.Task.set_offline(offline_mode=True)
+        # ClearML's default on Linux (sdk.development.report_use_subprocess) os.fork()s its reporter out of this
+        # process, which already runs torch's, tqdm's and the loaders' threads: the child can deadlock on a lock
+        # held by a thread it did not inherit, and training then hangs in Task.init or Task.close. Threads instead.
+        clearml.Task._report_subprocess_enabled = False
         try:
             self.task = clearml.Task.init(**kwargs, auto_connect_frameworks=False, auto_connect_streams=False)
         except Exception as exc:
