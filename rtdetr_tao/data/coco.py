@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -222,12 +223,8 @@ class CocoDetection(Dataset):
         record = self.records[index]
         if record.path is None:  # missing, reported when the annotations were read
             return None
-        try:
-            image = load_rgb(record.path)
-        except DataError as error:
-            if not self.skip_corrupt:
-                raise DataError(f"{error}; set dataset.skip_corrupt_images=true to skip such images") from None
-            log.warning("skipping image %s: %s", record.image_id, error)
+        image = self._load(record, "skipping image")
+        if image is None:
             return None
         if image.size != record.size:
             raise DataError(
@@ -264,11 +261,18 @@ class CocoDetection(Dataset):
     def _partner(self, index: int, fallback: Sample) -> Sample:
         """A mosaic partner (image, boxes, labels); an unreadable one is the sample itself under skip_corrupt."""
         record = self.records[index]
+        image = self._load(record, "mosaic: skipping image")
+        if image is None:
+            return fallback
+        return image, torch.from_numpy(record.boxes), torch.from_numpy(record.labels)
+
+    def _load(self, record: ImageRecord, skipping: str) -> Image.Image | None:
+        """The image of ``record``; an unreadable one raises a DataError, or under skip_corrupt is logged as
+        ``skipping`` and gives None."""
         try:
-            image = load_rgb(record.path)
+            return load_rgb(record.path)
         except DataError as error:
             if not self.skip_corrupt:
                 raise DataError(f"{error}; set dataset.skip_corrupt_images=true to skip such images") from None
-            log.warning("mosaic: skipping image %s: %s", record.image_id, error)
-            return fallback
-        return image, torch.from_numpy(record.boxes), torch.from_numpy(record.labels)
+            log.warning("%s %s: %s", skipping, record.image_id, error)
+            return None
