@@ -119,7 +119,6 @@ class EarlyStoppingHook(Hook):
         self.goal = goal
         self.patience = patience
         self.best: float | None = None
-        self.best_epoch: int | None = None
         self.bad_rounds = 0
 
     def after_epoch(self) -> None:
