@@ -7,7 +7,9 @@ official ImageNet weights and RT-DETRv2 checkpoints load unchanged.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -185,6 +187,12 @@ class PResNet(nn.Module):
         if freeze_norm:
             freeze_batch_norm(self)
 
+    @staticmethod
+    def adapt_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A ResNet state dict in timm's / torchvision's names (TAO's ``resnet_*`` backbones, TAO classification
+        checkpoints, timm's ``resnet*d``) → ours; any other layout is returned unchanged. See :func:`presnet_names`."""
+        return presnet_names(state)
+
     def forward(self, x: Tensor) -> list[Tensor]:
         """[B, 3, H, W] → one [B, C_i, H / s_i, W / s_i] map per entry of ``return_idx``."""
         x = F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
@@ -194,3 +202,45 @@ class PResNet(nn.Module):
             if idx in self.return_idx:
                 outs.append(x)
         return outs
+
+
+_DEEP_STEM = {"conv1.0.": "conv1.conv1_1.conv.", "conv1.1.": "conv1.conv1_1.norm.", "conv1.3.": "conv1.conv1_2.conv."}
+_DEEP_STEM |= {"conv1.4.": "conv1.conv1_2.norm.", "conv1.6.": "conv1.conv1_3.conv.", "bn1.": "conv1.conv1_3.norm."}
+_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(conv|bn)([123])\.")
+_DOWNSAMPLE = re.compile(r"^layer(\d)\.(\d+)\.downsample\.(\d)\.")
+
+
+def presnet_names(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """timm / torchvision ResNet names (``layer2.0.conv1.weight``, ``layer2.0.downsample.1.weight``) → PResNet's
+    (``res_layers.1.blocks.0.branch2a.conv.weight``, ``res_layers.1.blocks.0.short.conv.conv.weight``).
+
+    The deep stem of ResNet-D (timm's ``conv1.0/.1/.3/.4/.6`` + ``bn1``) maps onto ``conv1.conv1_1..3``; a plain 7x7
+    stem (``conv1.weight``, ``bn1.*``: TAO's RT-DETR ``resnet_*``, torchvision) has no counterpart and keeps its
+    names, so the loader reports it. Projection shortcuts map by position: ``downsample.{1,2}`` (ResNet-D: an average
+    pool first) or ``downsample.{0,1}`` (a strided 1x1 conv, which the loaded weights then feed through the pool).
+    Classifier keys (``fc.*``) keep their names. A state dict without ``layer1.`` keys is returned unchanged.
+    """
+    if not any(k.startswith("layer1.") for k in state):
+        return dict(state)
+    deep = any(k.startswith("conv1.0.") for k in state)
+    conv_at = 1 if any(_DOWNSAMPLE.match(k) and _DOWNSAMPLE.match(k)[3] == "2" for k in state) else 0
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        name = key
+        stem = next((p for p in _DEEP_STEM if key.startswith(p)), None) if deep else None
+        block, down = _BLOCK.match(key), _DOWNSAMPLE.match(key)
+        if stem is not None:
+            name = _DEEP_STEM[stem] + key.removeprefix(stem)
+        elif block:
+            stage, index, kind, pos = block.groups()
+            part = "conv" if kind == "conv" else "norm"
+            name = (
+                f"res_layers.{int(stage) - 1}.blocks.{index}.branch2{'abc'[int(pos) - 1]}.{part}.{key[block.end() :]}"
+            )
+        elif down and int(down[3]) - conv_at in (0, 1):
+            stage, index = int(down[1]) - 1, down[2]
+            part = "conv" if int(down[3]) == conv_at else "norm"
+            short = "short.conv" if stage > 0 else "short"  # stride 2: pool + ConvNormLayer; stage 0: ConvNormLayer
+            name = f"res_layers.{stage}.blocks.{index}.{short}.{part}.{key[down.end() :]}"
+        out[name] = value
+    return out

@@ -212,14 +212,23 @@ def read_state_dict(
             raw = load_torch_file(path)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{source} holds a {type(raw).__name__}, not a state dict or checkpoint")
+    if "state_dict_encrypted" in raw:
+        raise CheckpointError(
+            f"{source} is an encrypted TAO checkpoint; decrypt it with TAO (its encryption key) and save the "
+            "decrypted checkpoint, then use that file"
+        )
     kind = "rtdetr_tao" if raw.get("format") == "rtdetr_tao" else "official"
     ema = raw.get("ema")
     if prefer_ema and isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
         state = ema["module"]
     elif isinstance(raw.get("model"), Mapping):
         state = raw["model"]
+    elif prefer_ema and isinstance(raw.get("state_dict_ema"), Mapping):  # timm's train.py: EMA copy beside the model
+        state, kind = raw["state_dict_ema"], "timm (EMA)"
     elif isinstance(raw.get("state_dict"), Mapping):
-        state, kind = raw["state_dict"], "TAO"
+        # TAO's Lightning checkpoints name their model (on_save_checkpoint: checkpoint["tao_model"]); TAO's EMA
+        # callback writes the averaged weights as a separate checkpoint of the same layout (<name>-EMA.ckpt)
+        state, kind = raw["state_dict"], f"TAO {raw['tao_model']}" if "tao_model" in raw else "TAO"
     else:
         state, kind = raw, "state dict"
     tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
@@ -310,15 +319,44 @@ def check_fit(report: LoadReport, *, strict: bool, key: str) -> None:
     log.warning("%s, or set train.strict_load=true to make this an error", message)
 
 
-def load_backbone_weights(model: nn.Module, source: str | Path) -> LoadReport:
-    """ImageNet (or any) backbone weights into ``model.backbone``: a bare backbone state dict (official PResNet-vd
-    or HGNetv2 ImageNet weights, a plain timm model's) or a full detector's."""
-    from .timm_backbone import TimmBackbone
+_WRAPPERS = re.compile(r"^(?:(?:module|model|_orig_mod)\.)+")
+"""Prefixes of wrappers around a model: DDP (``module.``), TAO's Lightning modules (``model.``, ``model.model.``),
+``torch.compile`` (``_orig_mod.``)."""
 
-    if not isinstance(model.backbone, TimmBackbone):
-        return load_weights(model, source, prefix="backbone.")
+
+def backbone_state_dict(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """The backbone's tensors in a state dict of any wrapping, with the backbone's own names, and the keys left out.
+
+    Wrapper prefixes (:data:`_WRAPPERS`) are removed. A detector's state dict (keys under ``backbone.``: ours, the
+    official RT-DETRv2's, TAO's RT-DETR ``model.model.backbone.``, MMLab's, TAO's Joiner ``backbone.0.``) is cut to
+    its backbone; the other keys (encoder, decoder) are returned as left out, as are MMLab's ``ema_*`` copies. A
+    classifier's state dict (TAO classification: ``model.`` + the backbone's names + its head) is kept whole: its
+    head is the backbone's business to ignore (the loader reports it).
+    """
+    state = {_WRAPPERS.sub("", k): v for k, v in state.items()}
+    left_out = [k for k in state if k.startswith("ema_")]
+    state = {k: v for k, v in state.items() if not k.startswith("ema_")}
+    if any(k.startswith("backbone.") for k in state):
+        left_out += [k for k in state if not k.startswith("backbone.")]
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        if all(k.startswith("0.") for k in state):
+            state = {k.removeprefix("0."): v for k, v in state.items()}
+    return state, left_out
+
+
+def load_backbone_weights(model: nn.Module, source: str | Path) -> LoadReport:
+    """ImageNet (or any) backbone weights into ``model.backbone``, from any file :func:`read_state_dict` reads: a
+    bare backbone state dict (official PResNet-vd or HGNetv2 ImageNet weights, a timm model's), a classifier or a
+    detector in any wrapping (:func:`backbone_state_dict`: TAO's Lightning checkpoints, DDP). Backbones with an
+    ``adapt_state_dict`` method translate other layouts of their architecture (timm ResNet names for PResNet, the
+    original ConvNeXt / EfficientViT layouts that TAO uses for timm backbones). Keys that fit nowhere are reported."""
     state, kind = read_state_dict(source)
-    report = load_weights(model, model.backbone.timm_state_dict(state), prefix="backbone.")
+    state, left_out = backbone_state_dict(state)
+    adapt = getattr(model.backbone, "adapt_state_dict", None)
+    if adapt is not None:
+        state = adapt(state)
+    report = load_weights(model, {f"backbone.{k}": v for k, v in state.items()}, prefix="backbone.")
+    report.unexpected += left_out
     report.source, report.kind = str(source), kind
     return report
 
