@@ -58,7 +58,8 @@ BACKBONES: dict[str, BackboneEntry] = {
     "efficientvit_b1": _timm("efficientvit_b1", (32, 64, 128, 256)),
     "efficientvit_b2": _timm("efficientvit_b2", (48, 96, 192, 384)),
     "efficientvit_b3": _timm("efficientvit_b3", (64, 128, 256, 512)),
-    # EfficientViT-L0 (MIT's efficientvit_backbone_l0) is L1's architecture with depths 1, 1, 1, 4, 4
+    # EfficientViT-L0 (MIT's efficientvit_backbone_l0) is L1's architecture with depths 1, 1, 1, 4, 4: equal to MIT's
+    # code in float64 given its attention numerics (benchmarks/efficientvit_parity.py, tests/test_efficientvit_mit.py)
     "efficientvit_l0": _timm("efficientvit_l1", (64, 128, 256, 512), depths=(1, 1, 1, 4, 4)),
     "efficientvit_l1": _timm("efficientvit_l1", (64, 128, 256, 512)),
     "efficientvit_l2": _timm("efficientvit_l2", (64, 128, 256, 512)),
