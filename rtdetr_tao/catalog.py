@@ -36,8 +36,8 @@ class WeightsEntry:
     """One named weights file.
 
     ``model``: the ``model.*`` keys the file needs (a preset, or the backbone it fits).
-    ``sha256``: expected digest; None where no published digest could be checked (the release pages publish none):
-    the digest of the downloaded file is then logged so it can be compared, not verified.
+    ``sha256``: expected digest; None where no published digest could be found (the release pages publish none):
+    a download is then not verified, and a warning gives the digest of the downloaded file for comparison.
     """
 
     url: str
@@ -51,8 +51,8 @@ class WeightsEntry:
         return self.url.rsplit("/", 1)[-1]
 
 
-def _detector(path: str, description: str, **model: Any) -> WeightsEntry:
-    return WeightsEntry(f"{_RELEASE}/{path}", model, description)
+def _detector(path: str, description: str, *, sha256: str | None = None, **model: Any) -> WeightsEntry:
+    return WeightsEntry(f"{_RELEASE}/{path}", model, description, sha256)
 
 
 def _backbone(path: str, backbone: str, description: str) -> WeightsEntry:
@@ -64,7 +64,12 @@ CATALOG: dict[str, WeightsEntry] = {
     # RT-DETRv2 COCO models (official README "Model Zoo"); the README's M* is R34 (our preset m), its M is the scaled
     # R50 (our preset m_star)
     "rtdetrv2_s_coco": _detector(
-        "v0.2/rtdetrv2_r18vd_120e_coco_rerun_48.1.pth", "RT-DETRv2-S, COCO 48.1 AP", preset="s"
+        "v0.2/rtdetrv2_r18vd_120e_coco_rerun_48.1.pth",
+        "RT-DETRv2-S, COCO 48.1 AP",
+        # the digest this release file (81,198,974 bytes) is checked against in github.com/rodolfo-salgado/swimtrack-ai
+        # scripts/export_rtdetrv2_onnx.py (DEFAULT_CHECKPOINT_SHA256, commit a3e521fc21a2dbe7e49e9a12c96d60b738fa795a)
+        sha256="2ace52184b620204004509b72752ac7bfe64aadaf7fc1d076b18df8ab5a5c77e",
+        preset="s",
     ),
     "rtdetrv2_m_star_coco": _detector(
         "v0.1/rtdetrv2_r34vd_120e_coco_ema.pth", "RT-DETRv2-M* (R34), COCO 49.9 AP", preset="m"
@@ -176,7 +181,12 @@ def _check(name: str, entry: WeightsEntry, path: Path) -> None:
     """Verify ``path`` against the entry's sha256; a mismatch deletes the file."""
     digest = _sha256(path)
     if entry.sha256 is None:
-        log.info("%s: sha256 %s (the catalog has no published digest to verify it against)", name, digest)
+        log.warning(
+            "weights '%s' from %s could not be verified: no published sha256 to compare with; its sha256 is %s",
+            name,
+            entry.url,
+            digest,
+        )
     elif digest != entry.sha256:
         path.unlink(missing_ok=True)
         raise CheckpointError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,18 @@ def test_checksum_mismatch_deletes_the_file_and_is_one_line(server, tmp_path) ->
     assert not any((tmp_path / "cache").iterdir())
 
 
+def test_unpublished_digest_downloads_with_a_warning_naming_the_digest(server, tmp_path, caplog) -> None:
+    """An entry without a published sha256 downloads, but is reported as unverified with the file's digest (so the
+    user can compare it by hand); the catalog listing says 'unpublished'."""
+    entries = {"unverified": _entry(server, "unverified.pth", PAYLOAD, sha256=None)}
+    with caplog.at_level(logging.WARNING, logger="rtdetr_tao.catalog"):
+        path = Path(resolve_weights("unverified", catalog=entries, progress=False))
+    assert path.read_bytes() == PAYLOAD
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "could not be verified" in warning and hashlib.sha256(PAYLOAD).hexdigest() in warning
+    assert "unpublished" in catalog.format_catalog(entries)
+
+
 def test_truncated_transfer_resumes_with_a_range_request(server, tmp_path) -> None:
     entries = {"big": _entry(server, "big.pth", PAYLOAD)}
     server.truncate_next = True
@@ -145,6 +158,8 @@ def test_catalog_covers_the_official_release() -> None:
         "resnet_18", "resnet_34", "resnet_50", "resnet_101", "hgnetv2_l", "hgnetv2_x", "hgnetv2_h"
     }  # fmt: skip
     assert all(e.url.startswith("https://github.com/lyuwenyu/storage/releases/download/") for e in CATALOG.values())
+    digests = [e.sha256 for e in CATALOG.values() if e.sha256 is not None]
+    assert digests and all(len(d) == 64 and set(d) <= set("0123456789abcdef") for d in digests)
 
 
 def test_a_catalog_name_loads_into_another_class_count(server, monkeypatch, caplog) -> None:
