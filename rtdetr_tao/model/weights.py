@@ -194,7 +194,8 @@ def read_state_dict(
 
     ``source``: a weights-catalog name (:mod:`rtdetr_tao.catalog`, downloaded on first use), a path to one of our
     checkpoints, an official RT-DETRv2 release (state dict under ``model`` or
-    ``ema.module``), a TAO checkpoint (``state_dict``), a plain state dict, a Hugging Face directory
+    ``ema.module``), a TAO checkpoint (PyTorch Lightning ``state_dict``; its ``tao_model`` names the kind), a timm
+    training checkpoint (``state_dict`` / ``state_dict_ema``), a plain state dict, a Hugging Face directory
     (``config.json`` + ``model.safetensors``) or ``.safetensors`` file; or an already loaded mapping.
     ``prefer_ema``: take the EMA weights when the checkpoint has both.
     """
