@@ -21,15 +21,6 @@ import torch
 from torch import nn
 
 
-@dataclass(frozen=True)
-class GroupRule:
-    """How the parameters of one group are trained."""
-
-    name: str
-    lr: float
-    weight_decay: float
-
-
 def freeze_modules(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
     """Set ``requires_grad=False`` on parameters under the given module-name prefixes; returns unknown prefixes."""
     names = [n for n, _ in model.named_parameters()]
