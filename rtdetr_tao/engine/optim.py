@@ -65,6 +65,15 @@ def param_groups(
     return list(groups.values())
 
 
+def loss_groups(loss: object, *, lr: float, weight_decay: float) -> list[dict]:
+    """A loss that learns (an ``nn.Module`` with trainable parameters, e.g. distillation projections) as one
+    ``loss`` group at ``lr``; no group for a plain loss function."""
+    if not isinstance(loss, nn.Module):
+        return []
+    trainable = [p for p in loss.parameters() if p.requires_grad]
+    return [{"name": "loss", "params": trainable, "lr": lr, "weight_decay": weight_decay}] if trainable else []
+
+
 def build_optimizer(name: str, groups: list[dict], *, lr: float, momentum: float) -> torch.optim.Optimizer:
     """AdamW (betas (momentum, 0.999), as the reference) or SGD with momentum."""
     if name == "AdamW":
