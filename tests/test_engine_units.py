@@ -21,8 +21,14 @@ from rtdetr_tao.engine.checkpoint import (
 )
 from rtdetr_tao.engine.distributed import plan_launch, torchrun_command
 from rtdetr_tao.engine.ema import ModelEMA
-from rtdetr_tao.engine.hooks import BestCheckpointHook, CheckpointHook, EarlyStoppingHook
-from rtdetr_tao.engine.optim import LRSchedule, build_optimizer, freeze_modules, param_groups
+from rtdetr_tao.engine.hooks import (
+    BestCheckpointHook,
+    CheckpointHook,
+    EarlyStoppingHook,
+    best_monitored,
+    training_hooks,
+)
+from rtdetr_tao.engine.optim import LRSchedule, build_optimizer, freeze_modules, loss_groups, param_groups
 from rtdetr_tao.engine.trainer import Hook, Trainer
 from rtdetr_tao.errors import CheckpointError, DistributedError, TrainingError
 
@@ -83,6 +89,21 @@ def test_param_groups_split_backbone_and_no_decay():
     assert groups["backbone_no_decay"]["weight_decay"] == 0.0  # BN weights/biases and conv bias
     assert groups["linear_proj"]["lr"] == pytest.approx(1e-5)
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_only_a_loss_that_learns_gets_a_group():
+    class Projections(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(2, 3)
+            self.frozen = nn.Linear(2, 2).requires_grad_(False)
+
+    loss = Projections()
+    (group,) = loss_groups(loss, lr=0.1, weight_decay=0.01)
+    assert group["name"] == "loss" and group["lr"] == 0.1 and group["weight_decay"] == 0.01
+    assert group["params"] == [loss.proj.weight, loss.proj.bias]
+    assert loss_groups(lambda *a: {}, lr=0.1, weight_decay=0.01) == []
+    assert loss_groups(nn.ReLU(), lr=0.1, weight_decay=0.01) == []
 
 
 def test_freeze_reports_unknown_prefixes():
@@ -351,3 +372,26 @@ def test_hooks_are_registered_once_per_class(tmp_path):
     trainer = make_trainer(tmp_path)
     with pytest.raises(ValueError, match="CheckpointHook is already registered"):
         trainer.register(CheckpointHook(tmp_path, interval=1, unit="epoch", extra={}))
+
+
+def test_training_hooks_order_and_ranks(tmp_path):
+    from rtdetr_tao.engine.hooks import EvalHook, PlotsHook, StatusHook, TensorBoardHook
+    from rtdetr_tao.outputs.status import StatusLogger
+
+    common = dict(
+        out_dir=tmp_path, status=StatusLogger(tmp_path / "status.json"), monitor="val_mAP", goal="maximize",
+        checkpoint_extra={}, checkpoint_interval=1, checkpoint_unit="epoch", early_stopping_patience=3,
+    )  # fmt: skip
+    validate = lambda model: {}  # noqa: E731
+    other = training_hooks(is_main=False, validate=validate, **common)
+    assert [type(h) for h in other] == [EvalHook, EarlyStoppingHook]  # files are the main process's
+    main = training_hooks(is_main=True, validate=validate, write_report=lambda *a: None, **common)
+    names = [type(h).__name__ for h in main]
+    assert names[:4] == ["EvalHook", "EarlyStoppingHook", "BestCheckpointHook", "CheckpointHook"]
+    assert isinstance(main[-1], PlotsHook) and main[-1].best_hook is main[2]  # the report follows the best epoch
+    assert StatusHook in map(type, main) and TensorBoardHook in map(type, main)
+    assert "WandBHook" not in names and "ClearMLHook" not in names  # trackers only when their arguments are given
+    assert PlotsHook not in map(type, training_hooks(is_main=True, **common))  # no report without a writer
+    main[1].best, main[2].best = 0.4, 0.5
+    assert best_monitored(main) == 0.4  # early stopping's value, which every rank has
+    assert best_monitored(training_hooks(is_main=False, **{**common, "early_stopping_patience": None})) is None

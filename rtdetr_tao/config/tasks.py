@@ -15,27 +15,37 @@ CHECKPOINT_HELP = (
 )
 
 
-class EvaluateSpec(Section):
+def _model_job_section(noun: str, verb: str, action: str) -> type[Section]:
+    """The keys ``evaluate`` and ``inference`` share, first in both (where the job runs, which model, where its
+    results go, the batch size), worded for the job: GPUs for ``noun``, the model to ``verb``, results under
+    ``results_dir/action``."""
+
+    class ModelJobSection(Section):
+        num_gpus: int = spec_field(1, ge=1, description=f"GPUs for {noun}.", popular=True, automl=False)
+        gpu_ids: list[int] = spec_field([0], description="GPU indices.", popular=True, automl=False)
+        num_nodes: int = spec_field(1, ge=1, description=f"Nodes for {noun}.", popular=True, automl=False)
+        checkpoint: str | None = spec_field(
+            None, path="model", description=f"Model to {verb}: {CHECKPOINT_HELP}.", automl=False
+        )
+        trt_engine: str | None = spec_field(
+            None,
+            path="model",
+            description=f"rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to {verb}.",
+            automl=False,
+        )
+        results_dir: str | None = spec_field(
+            None, path="output", description=f"Output folder; null: results_dir/{action}.", automl=False
+        )
+        batch_size: int = spec_field(
+            -1, ge=-1, description=f"Batch size; -1: dataset.batch_size, or {AUTO_BATCH_SIZE} when that is -1 too."
+        )
+
+    return ModelJobSection
+
+
+class EvaluateSpec(_model_job_section("evaluation", "evaluate", "evaluate")):
     """COCO evaluation of a checkpoint (``rtdetr evaluate``) or an engine (``rtdetr-deploy evaluate``)."""
 
-    num_gpus: int = spec_field(1, ge=1, description="GPUs for evaluation.", popular=True, automl=False)
-    gpu_ids: list[int] = spec_field([0], description="GPU indices.", popular=True, automl=False)
-    num_nodes: int = spec_field(1, ge=1, description="Nodes for evaluation.", popular=True, automl=False)
-    checkpoint: str | None = spec_field(
-        None, path="model", description=f"Model to evaluate: {CHECKPOINT_HELP}.", automl=False
-    )
-    trt_engine: str | None = spec_field(
-        None,
-        path="model",
-        description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to evaluate.",
-        automl=False,
-    )
-    results_dir: str | None = spec_field(
-        None, path="output", description="Output folder; null: results_dir/evaluate.", automl=False
-    )
-    batch_size: int = spec_field(
-        -1, ge=-1, description=f"Batch size; -1: dataset.batch_size, or {AUTO_BATCH_SIZE} when that is -1 too."
-    )
     input_width: int | None = spec_field(None, ge=32, description="Input width; null: eval_spatial_size.")
     input_height: int | None = spec_field(None, ge=32, description="Input height; null: eval_spatial_size.")
     conf_threshold: float = spec_field(0.0, ge=0.0, le=1.0, description="Score cut-off for kept detections.")
@@ -44,24 +54,9 @@ class EvaluateSpec(Section):
     )
 
 
-class InferenceSpec(Section):
+class InferenceSpec(_model_job_section("inference", "run", "inference")):
     """Detections on images: annotated images, KITTI labels and COCO-style JSON."""
 
-    num_gpus: int = spec_field(1, ge=1, description="GPUs for inference.", popular=True, automl=False)
-    gpu_ids: list[int] = spec_field([0], description="GPU indices.", popular=True, automl=False)
-    num_nodes: int = spec_field(1, ge=1, description="Nodes for inference.", popular=True, automl=False)
-    checkpoint: str | None = spec_field(
-        None, path="model", description=f"Model to run: {CHECKPOINT_HELP}.", automl=False
-    )
-    trt_engine: str | None = spec_field(
-        None, path="model", description="rtdetr-deploy: TensorRT engine (.engine/.plan) or .onnx to run.", automl=False
-    )
-    results_dir: str | None = spec_field(
-        None, path="output", description="Output folder; null: results_dir/inference.", automl=False
-    )
-    batch_size: int = spec_field(
-        -1, ge=-1, description=f"Batch size; -1: dataset.batch_size, or {AUTO_BATCH_SIZE} when that is -1 too."
-    )
     color_map: dict[str, str] | None = spec_field(
         None,
         description="Box colour per class name (a colour name or #rrggbb); others get a palette colour.",

@@ -164,10 +164,6 @@ def check_coco(data: dict[str, Any], source: str) -> None:
             )
 
 
-def _file_of(images: dict[Any, dict[str, Any]], ann: dict[str, Any]) -> str:
-    return images.get(ann.get("image_id"), {}).get("file_name", f"image {ann.get('image_id')!r}")
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

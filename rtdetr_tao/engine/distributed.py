@@ -155,15 +155,6 @@ def local_rank() -> int:
     return int(os.environ.get(WORKER_ENV, "0"))
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalars over all ranks."""
     if not dist.is_initialized() or not values:

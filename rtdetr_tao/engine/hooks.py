@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +448,54 @@ class StatusHook(Hook):
             lr=state.lr,
             kpi=state.metrics or None,
         )
+
+
+def training_hooks(
+    *,
+    out_dir: Path,
+    status: StatusLogger,
+    is_main: bool,
+    monitor: str,
+    goal: Goal,
+    checkpoint_extra: dict[str, Any],
+    checkpoint_interval: int,
+    checkpoint_unit: str,
+    validate: Callable[[Any], dict[str, float]] | None = None,
+    validation_interval: int = 1,
+    validate_ema: bool = True,
+    early_stopping_patience: int | None = None,
+    wandb_init: dict[str, Any] | None = None,
+    clearml_init: dict[str, Any] | None = None,
+    last_validation: Callable[[], Any] | None = None,
+    write_report: Callable[[Any, Path | None, int | None], Any] | None = None,
+) -> list[Hook]:
+    """The hooks of a training run, in the order they must run: validation (when ``validate`` is given) and early
+    stopping on every rank; then, on the main process only, the files: ``model_best.pth``, the periodic
+    checkpoints (after the hooks above, so an end-of-epoch checkpoint holds their state for the epoch),
+    status.json, the experiment trackers whose ``*_init`` arguments are given, TensorBoard events in
+    ``out_dir/events``, progress, and (when ``write_report`` is given) :class:`PlotsHook`'s ``out_dir/report``."""
+    hooks: list[Hook] = []
+    if validate is not None:
+        hooks.append(EvalHook(validation_interval, validate, use_ema=validate_ema))
+    if early_stopping_patience is not None:
+        hooks.append(EarlyStoppingHook(monitor, goal, early_stopping_patience))
+    if not is_main:
+        return hooks
+    best = BestCheckpointHook(out_dir, monitor, goal, checkpoint_extra)
+    hooks += [
+        best,
+        CheckpointHook(out_dir, checkpoint_interval, checkpoint_unit, checkpoint_extra),
+        StatusHook(status),
+        *([WandBHook(wandb_init)] if wandb_init is not None else []),
+        *([ClearMLHook(clearml_init)] if clearml_init is not None else []),
+        TensorBoardHook(out_dir / "events"),
+        ProgressHook(),
+    ]
+    if write_report is not None:
+        hooks.append(PlotsHook(out_dir / "report", status.path, best, last_validation or (lambda: None), write_report))
+    return hooks
+
+
+def best_monitored(hooks: Sequence[Hook]) -> float | None:
+    """The best monitored value the run reached: early stopping's (every rank), else the best checkpoint's."""
+    return next((h.best for h in hooks if isinstance(h, (EarlyStoppingHook, BestCheckpointHook))), None)

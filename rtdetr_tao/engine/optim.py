@@ -21,15 +21,6 @@ import torch
 from torch import nn
 
 
-@dataclass(frozen=True)
-class GroupRule:
-    """How the parameters of one group are trained."""
-
-    name: str
-    lr: float
-    weight_decay: float
-
-
 def freeze_modules(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
     """Set ``requires_grad=False`` on parameters under the given module-name prefixes; returns unknown prefixes."""
     names = [n for n, _ in model.named_parameters()]
@@ -72,6 +63,15 @@ def param_groups(
             }
         groups[key]["params"].append(param)
     return list(groups.values())
+
+
+def loss_groups(loss: object, *, lr: float, weight_decay: float) -> list[dict]:
+    """A loss that learns (an ``nn.Module`` with trainable parameters, e.g. distillation projections) as one
+    ``loss`` group at ``lr``; no group for a plain loss function."""
+    if not isinstance(loss, nn.Module):
+        return []
+    trainable = [p for p in loss.parameters() if p.requires_grad]
+    return [{"name": "loss", "params": trainable, "lr": lr, "weight_decay": weight_decay}] if trainable else []
 
 
 def build_optimizer(name: str, groups: list[dict], *, lr: float, momentum: float) -> torch.optim.Optimizer:

@@ -29,7 +29,6 @@ from ..io import atomic_write_json
 log = logging.getLogger(__name__)
 
 HF_WEIGHTS = "model.safetensors"
-HF_CONFIG = "config.json"
 
 _HF_QKV = {"q_proj": 0, "k_proj": 1, "v_proj": 2}
 _HF_RENAMES: list[tuple[str, Any]] = [
