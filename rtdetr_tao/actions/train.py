@@ -21,7 +21,8 @@ from ..config import ExperimentSpec
 from ..data.transforms import DenseO2O
 from ..engine import distributed as dist
 from ..engine.checkpoint import BEST, find_latest, load_checkpoint, state_digest
-from ..engine.ema import ModelEMA, unwrap
+from ..engine.distributed import unwrap
+from ..engine.ema import ModelEMA
 from ..engine.hooks import (
     BestCheckpointHook,
     CheckpointHook,
