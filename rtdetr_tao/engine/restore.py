@@ -11,6 +11,8 @@ from typing import Any
 from torch import nn
 
 from ..config import ExperimentSpec
+from ..config.model import ModelSpec
+from ..data.categories import CategoryMap
 from ..errors import CheckpointError, SpecError, require
 
 log = logging.getLogger(__name__)
@@ -24,8 +26,8 @@ class TrainedModel:
     """A model ready for inference with the label ↔ category mapping it was trained with."""
 
     model: nn.Module
-    category_map: Any  # rtdetr_tao.data.categories.CategoryMap
-    model_spec: Any  # rtdetr_tao.config.model.ModelSpec
+    category_map: CategoryMap
+    model_spec: ModelSpec
     source: str
     quantized: bool = False
     input_size: tuple[int, int] = (640, 640)
@@ -63,8 +65,7 @@ def load_trained_model(
     was trained at (640 x 640 for weights that do not record it). An explicit size other than the trained one is
     logged as a warning: a DETR's accuracy drops sharply away from its training resolution."""
     from ..catalog import resolve_weights
-    from ..config.model import ModelSpec
-    from ..data.categories import CategoryMap, category_map_from_sources
+    from ..data.categories import category_map_from_sources
     from ..model.build import build_model
     from ..model.weights import load_torch_file, load_weights
 
