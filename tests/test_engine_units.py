@@ -351,3 +351,31 @@ def test_hooks_are_registered_once_per_class(tmp_path):
     trainer = make_trainer(tmp_path)
     with pytest.raises(ValueError, match="CheckpointHook is already registered"):
         trainer.register(CheckpointHook(tmp_path, interval=1, unit="epoch", extra={}))
+
+
+def test_weights_without_classes_take_them_from_all_training_files_before_the_test_file(tmp_path) -> None:
+    """Official / Hugging Face weights record no categories: evaluate and export map labels as training does."""
+    from test_data import categories_source
+    from test_train import TINY_MODEL
+
+    from rtdetr_tao.config import ExperimentSpec
+    from rtdetr_tao.engine.restore import load_trained_model
+    from rtdetr_tao.model.build import build_model
+
+    spec = ExperimentSpec.model_validate(
+        {
+            "model": TINY_MODEL,
+            "dataset": {
+                "num_classes": 2,
+                "train_data_sources": [
+                    categories_source(tmp_path, "a", {3: "x"}),
+                    categories_source(tmp_path, "b", {7: "y"}),
+                ],
+                "test_data_sources": categories_source(tmp_path, "test", {4: "p", 9: "q"}),
+            },
+        }
+    )
+    weights = tmp_path / "official.pth"
+    torch.save({"model": build_model(spec.model, 2).state_dict()}, weights)
+    trained = load_trained_model(str(weights), spec)
+    assert trained.category_map.names_by_category == {3: "x", 7: "y"}

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..config import ExperimentSpec
+from ..data.categories import model_category_map
 from ..data.transforms import DenseO2O
 from ..engine import distributed as dist
 from ..engine.checkpoint import BEST, find_latest, load_checkpoint, state_digest
@@ -81,7 +82,7 @@ def train(
         from ..model.build import build_criterion, build_model
         from ..model.weights import check_fit, load_weights
 
-        category_map = ctx.category_map_for_training(resume_state)
+        category_map = model_category_map(spec.dataset, (resume_state or {}).get("category_map"))
         num_classes = spec.dataset.num_classes
 
         model = build_model(

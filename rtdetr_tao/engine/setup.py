@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -56,14 +55,6 @@ class JobContext:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
-
-    def category_map_for_training(self, resume_state: dict[str, Any] | None):
-        """The label ↔ category-id mapping: from the checkpoint being resumed, else from the training data."""
-        from ..data.categories import CategoryMap, category_map_from_sources
-
-        if resume_state is not None and resume_state.get("category_map"):
-            return CategoryMap.from_dict(resume_state["category_map"])
-        return category_map_from_sources(self.spec.dataset, self.spec.dataset.train_data_sources)
 
 
 def select_device(choice: str, gpu_ids: list[int] | None = None) -> torch.device:
