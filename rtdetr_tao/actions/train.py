@@ -77,7 +77,8 @@ def train(
     resume_state = load_checkpoint(resume_path) if resume_path else None
     if resume_state is not None:  # refused before the job starts: the old run's files stay untouched
         _check_resumable(resume_state, spec, resume_path)
-    with start_job(spec, action) as ctx:
+    cfg = spec.train
+    with start_job(spec, action, device=cfg.device, device_ids=cfg.device_ids, seed=cfg.seed, cudnn=cfg.cudnn) as ctx:
         from ..data.loader import build_eval_loader, build_train_loader
         from ..model.build import build_criterion, build_model
         from ..model.weights import check_fit, load_weights
