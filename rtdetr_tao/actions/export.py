@@ -28,7 +28,7 @@ from ..engine.setup import start_job
 from ..errors import ExportError, SpecError, require
 from ..metadata import METADATA_KEY, ModelMetadata, write_sidecar
 from ..model.postprocess import PostProcessor
-from ..outputs.progress import stage
+from ..progress import stage
 
 log = logging.getLogger(__name__)
 

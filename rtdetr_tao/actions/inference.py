@@ -24,9 +24,9 @@ from ..errors import SpecError
 from ..eval.postprocess import postprocess
 from ..outputs.classmap import read_classmap
 from ..outputs.inference import InferenceWriter
-from ..outputs.progress import Progress
 from ..outputs.video import run_videos
 from ..predictor import Predictor
+from ..progress import Progress
 
 
 def run(spec: ExperimentSpec) -> Path:

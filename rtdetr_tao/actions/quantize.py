@@ -38,7 +38,7 @@ from ..engine.setup import select_device, start_job
 from ..errors import SpecError, require
 from ..io import atomic_write_json
 from ..model import torchao_quant
-from ..outputs.progress import Progress
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..config.train import Goal
 from ..errors import SpecError, require
-from ..outputs.progress import format_seconds
 from ..outputs.status import StatusLogger
+from ..progress import format_seconds
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
 from .distributed import unwrap
 from .trainer import Hook, TrainState, epoch_text
