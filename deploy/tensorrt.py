@@ -17,7 +17,7 @@ import numpy as np
 from rtdetr_tao.errors import DataError, DependencyError, ExportError, require
 from rtdetr_tao.io import atomic_write_bytes
 from rtdetr_tao.metadata import read_metadata
-from rtdetr_tao.outputs.progress import stage
+from rtdetr_tao.progress import stage
 
 from .calibration import CalibrationBatches, CalibrationCache
 

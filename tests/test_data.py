@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from rtdetr_tao.config.dataset import AugmentationSpec, DatasetSpec, DataSource
-from rtdetr_tao.data.categories import category_map, category_map_from_sources
+from rtdetr_tao.data.categories import category_map, category_map_from_sources, model_category_map
 from rtdetr_tao.data.coco import CocoDetection
 from rtdetr_tao.data.loader import build_eval_loader, build_train_loader
 from rtdetr_tao.data.sources import extract, resolve_file, resolve_image_dir
 from rtdetr_tao.data.synthetic import write_split
 from rtdetr_tao.data.transforms import DenseO2O, TrainTransform
-from rtdetr_tao.errors import DataError
+from rtdetr_tao.errors import DataError, SpecError
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +161,34 @@ def test_num_classes_conventions() -> None:
     seed_004 = category_map({1: "a", 2: "b", 3: "c", 4: "d"}, 5)  # TAO's example: ids 1-4, num_classes 5
     assert seed_004.category_to_label[4] == 4
     assert type(contiguous).from_dict(contiguous.to_dict()) == contiguous
+
+
+def categories_source(folder: Path, name: str, categories: dict[int, str]) -> dict[str, str]:
+    """A COCO source whose file defines ``categories`` (id → name) and no images."""
+    path = folder / f"{name}.json"
+    listed = [{"id": cid, "name": label} for cid, label in categories.items()]
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": listed}))
+    return {"image_dir": str(folder), "json_file": str(path)}
+
+
+def test_a_models_categories_come_from_its_checkpoint_then_all_training_files_then_test_then_val(tmp_path) -> None:
+    train = [categories_source(tmp_path, "a", {3: "x"}), categories_source(tmp_path, "b", {7: "y"})]
+    test, val = (
+        categories_source(tmp_path, "test", {4: "p", 9: "q"}),
+        categories_source(tmp_path, "val", {5: "u", 6: "v"}),
+    )
+
+    def spec(**sources) -> DatasetSpec:
+        return DatasetSpec.model_validate({"num_classes": 2, "cache_dir": str(tmp_path / "cache"), **sources})
+
+    everything = spec(train_data_sources=train, test_data_sources=test, val_data_sources=val)
+    recorded = category_map({1: "r", 2: "s"}, 2)
+    assert model_category_map(everything, recorded.to_dict()) == recorded
+    assert model_category_map(everything, None).names_by_category == {3: "x", 7: "y"}  # every training file
+    assert model_category_map(spec(test_data_sources=test, val_data_sources=val), {}).label_to_category == (4, 9)
+    assert model_category_map(spec(val_data_sources=val), None).label_to_category == (5, 6)
+    with pytest.raises(SpecError, match="w.pth does not record its classes; give dataset.train_data_sources"):
+        model_category_map(spec(), None, model="w.pth")
 
 
 def _coco_file(tmp_path: Path, annotations: list[dict], width: int = 50, height: int = 40) -> Path:

@@ -395,3 +395,31 @@ def test_training_hooks_order_and_ranks(tmp_path):
     main[1].best, main[2].best = 0.4, 0.5
     assert best_monitored(main) == 0.4  # early stopping's value, which every rank has
     assert best_monitored(training_hooks(is_main=False, **{**common, "early_stopping_patience": None})) is None
+
+
+def test_weights_without_classes_take_them_from_all_training_files_before_the_test_file(tmp_path) -> None:
+    """Official / Hugging Face weights record no categories: evaluate and export map labels as training does."""
+    from test_data import categories_source
+    from test_train import TINY_MODEL
+
+    from rtdetr_tao.config import ExperimentSpec
+    from rtdetr_tao.engine.restore import load_trained_model
+    from rtdetr_tao.model.build import build_model
+
+    spec = ExperimentSpec.model_validate(
+        {
+            "model": TINY_MODEL,
+            "dataset": {
+                "num_classes": 2,
+                "train_data_sources": [
+                    categories_source(tmp_path, "a", {3: "x"}),
+                    categories_source(tmp_path, "b", {7: "y"}),
+                ],
+                "test_data_sources": categories_source(tmp_path, "test", {4: "p", 9: "q"}),
+            },
+        }
+    )
+    weights = tmp_path / "official.pth"
+    torch.save({"model": build_model(spec.model, 2).state_dict()}, weights)
+    trained = load_trained_model(str(weights), spec)
+    assert trained.category_map.names_by_category == {3: "x", 7: "y"}

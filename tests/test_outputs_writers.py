@@ -11,9 +11,9 @@ from pycocotools.coco import COCO
 
 from rtdetr_tao.errors import DataError
 from rtdetr_tao.eval.coco import CocoMetrics
-from rtdetr_tao.eval.detections import ImageDetections
+from rtdetr_tao.eval.detections import ImageDetections, coco_results
 from rtdetr_tao.outputs.classmap import read_classmap
-from rtdetr_tao.outputs.coco_json import coco_results, write_coco_results
+from rtdetr_tao.outputs.coco_json import write_coco_results
 from rtdetr_tao.outputs.kitti import format_kitti, write_kitti
 from rtdetr_tao.outputs.metrics import write_metrics
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from test_data import s3_server  # noqa: F401 - the loopback S3 fixture
 
-from rtdetr_tao.outputs.progress import Progress, stage
+from rtdetr_tao.progress import Progress, stage
 
 LOGGER = "rtdetr_tao.progress"
 

@@ -731,7 +731,7 @@ def o_launch(spec, paths, monkeypatch, tmp):
     plan = plan_launch(train.num_gpus, train.device_ids, train.num_nodes, {}, use_cuda=True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with start_job(
-        _fresh(spec, tmp).model_copy(update={"train": train.model_copy(update={"device": "cuda"})}), "train"
+        _fresh(spec, tmp), "train", device="cuda", device_ids=train.device_ids, seed=train.seed, cudnn=train.cudnn
     ) as ctx:
         device = str(ctx.device)
     return [vars(plan) if plan is not None else None, device]
@@ -841,7 +841,7 @@ def o_export(part: str):
         if part == "device":
             devices: list[str] = []
 
-            def record(spec, action, *, device=None):
+            def record(spec, action, *, device, **_):
                 devices.append(device)
                 raise Recorded(device)
 

@@ -17,8 +17,8 @@ from rtdetr_tao.errors import SpecError
 from rtdetr_tao.outputs.classmap import read_classmap
 from rtdetr_tao.outputs.inference import InferenceWriter
 from rtdetr_tao.outputs.job import job_outputs
-from rtdetr_tao.outputs.progress import Progress
 from rtdetr_tao.outputs.video import run_videos
+from rtdetr_tao.progress import Progress
 
 from ..predict import detect, detect_images
 from ..runtime import open_backend

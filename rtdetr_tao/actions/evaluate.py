@@ -38,7 +38,10 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
             update={"augmentation": dataset.augmentation.model_copy(update={"eval_spatial_size": size})}
         )
     dataset = dataset.model_copy(update={"batch_size": spec.batch_size_for("evaluate")})
-    with start_job(spec, "evaluate") as ctx:
+    train = spec.train  # one process on train.device (evaluate.num_gpus and gpu_ids are compatibility-only)
+    with start_job(
+        spec, "evaluate", device=train.device, device_ids=train.device_ids, seed=train.seed, cudnn=train.cudnn
+    ) as ctx:
         trained = load_trained_model(cfg.checkpoint, spec, eval_spatial_size=tuple(size))
         trained.check_quantized(cfg.is_quantized, "evaluate.is_quantized")
         trained.model.to(ctx.device)

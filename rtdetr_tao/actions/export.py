@@ -28,7 +28,7 @@ from ..engine.setup import start_job
 from ..errors import ExportError, SpecError, require
 from ..metadata import METADATA_KEY, ModelMetadata, write_sidecar
 from ..model.postprocess import PostProcessor
-from ..outputs.progress import stage
+from ..progress import stage
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,10 @@ def run(spec: ExperimentSpec) -> Path:
         )
     explicit = bool({"input_height", "input_width"} & cfg.model_fields_set)
     device = "cpu" if cfg.on_cpu or not torch.cuda.is_available() else f"cuda:{cfg.gpu_id}"
-    with start_job(spec, "export", device=device) as ctx:
+    train = spec.train  # export.on_cpu / gpu_id choose the device; seed and cuDNN switches as training's
+    with start_job(
+        spec, "export", device=device, device_ids=train.device_ids, seed=train.seed, cudnn=train.cudnn
+    ) as ctx:
         path = Path(cfg.onnx_file)
         path.parent.mkdir(parents=True, exist_ok=True)
         trained = load_trained_model(

@@ -24,9 +24,9 @@ from ..errors import SpecError
 from ..eval.postprocess import postprocess
 from ..outputs.classmap import read_classmap
 from ..outputs.inference import InferenceWriter
-from ..outputs.progress import Progress
 from ..outputs.video import run_videos
 from ..predictor import Predictor
+from ..progress import Progress
 
 
 def run(spec: ExperimentSpec) -> Path:
@@ -46,7 +46,10 @@ def run(spec: ExperimentSpec) -> Path:
     explicit = bool(cfg.input_height or cfg.input_width or "eval_spatial_size" in aug.model_fields_set)
     size = (cfg.input_height or aug.eval_spatial_size[0], cfg.input_width or aug.eval_spatial_size[1])
     batch = spec.batch_size_for("inference")
-    with start_job(spec, "inference") as ctx:
+    train = spec.train  # one process on train.device (inference.num_gpus and gpu_ids are compatibility-only)
+    with start_job(
+        spec, "inference", device=train.device, device_ids=train.device_ids, seed=train.seed, cudnn=train.cudnn
+    ) as ctx:
         trained = load_trained_model(
             cfg.checkpoint, spec, eval_spatial_size=size if explicit else None,
             size_key="inference.input_height/input_width (or dataset.augmentation.eval_spatial_size)",

@@ -38,7 +38,7 @@ from ..engine.setup import select_device, start_job
 from ..errors import SpecError, require
 from ..io import atomic_write_json
 from ..model import torchao_quant
-from ..outputs.progress import Progress
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,10 @@ def run(spec: ExperimentSpec) -> Path:
         log.warning("quantize.%s: not used by quantize.backend=torchao (no calibration)", ", quantize.".join(unused))
     device = select_device(cfg.device)
     size = tuple(spec.dataset.augmentation.eval_spatial_size)
-    with start_job(spec, "quantize", device=str(device.type)) as ctx:
+    train = spec.train  # the job on quantize.device's type (cuda: train.device_ids picks the index)
+    with start_job(
+        spec, "quantize", device=device.type, device_ids=train.device_ids, seed=train.seed, cudnn=train.cudnn
+    ) as ctx:
         trained = load_trained_model(cfg.model_path, spec, eval_spatial_size=size)
         model = trained.model.to(device)
         plans = plan_layers(model, cfg)

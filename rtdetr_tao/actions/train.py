@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from ..config import ExperimentSpec
-from ..data.categories import CategoryMap
+from ..data.categories import CategoryMap, model_category_map
 from ..data.transforms import DenseO2O
 from ..engine.checkpoint import BEST, find_latest, load_checkpoint, state_digest
-from ..engine.ema import ModelEMA, unwrap
+from ..engine.distributed import unwrap
+from ..engine.ema import ModelEMA
 from ..engine.hooks import best_monitored, training_hooks
 from ..engine.optim import LRSchedule, build_optimizer, freeze_modules, loss_groups, param_groups
 from ..engine.setup import JobContext, start_job
@@ -70,8 +71,9 @@ def train(
     prepare the fresh model), step by step. The order is part of the result: the model's and the loss's random
     initialisation follow the job's seed, and the EMA copy is taken of the model the loss has prepared."""
     resume = _resume_point(spec, action)  # refused before the job starts: the old run's files stay untouched
-    with start_job(spec, action) as ctx:
-        category_map = ctx.category_map_for_training(resume.state if resume else None)
+    cfg = spec.train
+    with start_job(spec, action, device=cfg.device, device_ids=cfg.device_ids, seed=cfg.seed, cudnn=cfg.cudnn) as ctx:
+        category_map = model_category_map(spec.dataset, resume.state.get("category_map") if resume else None)
         model = _model(spec, ctx, fresh=resume is None, init_model=init_model)
         criterion, loss_fn = _loss(spec, ctx, model, make_loss)
         optimizer = _optimizer(spec, model, loss_fn)

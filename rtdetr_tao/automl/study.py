@@ -28,8 +28,8 @@ from ..config.loader import apply_override
 from ..config.schema import action_schema
 from ..errors import RTDETRError, SpecError, require
 from ..io import atomic_write_text
-from ..outputs.progress import Progress
 from ..outputs.status import StatusLogger
+from ..progress import Progress
 from .space import Param, build_space, dependencies, sample_overrides
 from .trials import TrialOutcome, TrialRunner, run_trial
 

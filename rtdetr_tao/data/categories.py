@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DataError
+from ..config.dataset import DatasetSpec
+from ..errors import DataError, SpecError
 from .sources import resolve_file
 
 
@@ -95,7 +96,7 @@ def category_map(categories: Mapping[int, str], num_classes: int, *, source: str
     )
 
 
-def category_map_from_sources(dataset_spec: Any, sources: Iterable[Any]) -> CategoryMap:
+def category_map_from_sources(dataset_spec: DatasetSpec, sources: Iterable[Any]) -> CategoryMap:
     """The mapping of the categories of all ``sources`` (their union) under ``dataset_spec.num_classes``."""
     merged: dict[int, str] = {}
     files = []
@@ -109,3 +110,34 @@ def category_map_from_sources(dataset_spec: Any, sources: Iterable[Any]) -> Cate
     if not files:
         raise DataError("no annotation files given; set dataset.train_data_sources")
     return category_map(merged, dataset_spec.num_classes, source=", ".join(files))
+
+
+def model_category_map(
+    dataset_spec: DatasetSpec, recorded: Mapping[str, Any] | None, *, model: str = "the model"
+) -> CategoryMap:
+    """The label ↔ category-id mapping of a model, for every job (train, resume, evaluate, inference, export,
+    quantize), from the first of:
+
+    1. ``recorded``: the mapping a checkpoint of ours stores. The head was trained on those labels, whatever the
+       spec's annotation files say now.
+    2. ``dataset.train_data_sources``, all of them (their union): the labels a model trained on this spec's data
+       has, exactly as training builds them. A checkpoint that records nothing (official RT-DETRv2 or Hugging
+       Face weights) therefore maps the same way as ours trained on the same files. The evaluated split may list
+       fewer categories than the training files; taking it first would shift every label under the
+       ``num_classes = C`` convention.
+    3. ``dataset.test_data_sources``, then ``dataset.val_data_sources``: when the spec names no training data
+       (TAO's evaluate and inference specs).
+
+    ``model`` names the model in the error raised when none of these is there."""
+    if recorded:
+        return CategoryMap.from_dict(recorded)
+    sources = list(dataset_spec.train_data_sources or [])
+    if not sources:
+        split = dataset_spec.test_data_sources or dataset_spec.val_data_sources
+        sources = [split] if split is not None else []
+    if not sources:
+        raise SpecError(
+            f"{model} does not record its classes; give dataset.train_data_sources or dataset.test_data_sources so "
+            "the labels can be mapped to category ids"
+        )
+    return category_map_from_sources(dataset_spec, sources)

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import DataError, require
 from ..io import atomic_write_text
-from ..outputs.progress import Progress
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 

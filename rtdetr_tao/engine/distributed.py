@@ -1,4 +1,5 @@
-"""Multi-GPU and multi-node runs: launching through torchrun, and the process-group helpers.
+"""Multi-GPU and multi-node runs: launching through torchrun, the process-group helpers and ``unwrap`` (the model
+inside a DDP wrapper).
 
 ``rtdetr train`` with ``train.num_gpus > 1``, ``train.num_nodes > 1`` or an orchestrator's
 ``WORLD_SIZE`` re-executes itself through ``python -m torch.distributed.run`` (an argument list,
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from .. import relay
 from ..errors import DistributedError
@@ -124,6 +126,11 @@ def maybe_launch(
 
 
 # --- inside a worker ---------------------------------------------------------------------------
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def init_process_group(device: torch.device, timeout_minutes: int = 30) -> None:

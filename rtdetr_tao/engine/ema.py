@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import unwrap
+
 
 class ModelEMA:
     """``ema = d * ema + (1 - d) * model`` with ``d = decay * (1 - exp(-updates / warmup_steps))``.
@@ -50,8 +52,3 @@ class ModelEMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -20,10 +20,10 @@ from typing import Any
 
 from ..config.train import Goal
 from ..errors import SpecError, require
-from ..outputs.progress import format_seconds
 from ..outputs.status import StatusLogger
+from ..progress import format_seconds
 from .checkpoint import BEST, checkpoint_name, point_latest, save_checkpoint
-from .ema import unwrap
+from .distributed import unwrap
 from .trainer import Hook, TrainState, epoch_text
 
 log = logging.getLogger(__name__)

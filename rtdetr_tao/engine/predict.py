@@ -15,7 +15,7 @@ from torch import nn
 
 from ..eval.detections import ImageDetections
 from ..eval.postprocess import Letterbox, postprocess
-from ..outputs.progress import Progress
+from ..progress import Progress
 from .distributed import all_gather_objects, all_reduce_mean
 
 

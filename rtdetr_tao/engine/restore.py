@@ -11,6 +11,8 @@ from typing import Any
 from torch import nn
 
 from ..config import ExperimentSpec
+from ..config.model import ModelSpec
+from ..data.categories import CategoryMap, model_category_map
 from ..errors import CheckpointError, SpecError, require
 
 log = logging.getLogger(__name__)
@@ -24,8 +26,8 @@ class TrainedModel:
     """A model ready for inference with the label ↔ category mapping it was trained with."""
 
     model: nn.Module
-    category_map: Any  # rtdetr_tao.data.categories.CategoryMap
-    model_spec: Any  # rtdetr_tao.config.model.ModelSpec
+    category_map: CategoryMap
+    model_spec: ModelSpec
     source: str
     quantized: bool = False
     input_size: tuple[int, int] = (640, 640)
@@ -63,8 +65,6 @@ def load_trained_model(
     was trained at (640 x 640 for weights that do not record it). An explicit size other than the trained one is
     logged as a warning: a DETR's accuracy drops sharply away from its training resolution."""
     from ..catalog import resolve_weights
-    from ..config.model import ModelSpec
-    from ..data.categories import CategoryMap, category_map_from_sources
     from ..model.build import build_model
     from ..model.weights import load_torch_file, load_weights
 
@@ -74,17 +74,7 @@ def load_trained_model(
     raw = load_torch_file(Path(path)) if Path(path).is_file() else {}
     raw = raw if isinstance(raw, dict) else {}
     spec_dict = raw.get("spec")
-    if raw.get("category_map"):
-        category_map = CategoryMap.from_dict(raw["category_map"])
-    else:
-        sources = [s for s in (spec.dataset.test_data_sources, spec.dataset.val_data_sources) if s is not None]
-        sources = sources or list(spec.dataset.train_data_sources or [])
-        if not sources:
-            raise SpecError(
-                f"{path} does not record its classes; give dataset.test_data_sources (or a classmap) so the labels "
-                "can be mapped to category ids"
-            )
-        category_map = category_map_from_sources(spec.dataset, sources[:1])
+    category_map = model_category_map(spec.dataset, raw.get("category_map"), model=path)
     model_spec = spec.model
     if isinstance(spec_dict, dict):  # the checkpoint's architecture, with the inference-time keys the spec sets
         chosen = {k: getattr(spec.model, k) for k in INFERENCE_KEYS & spec.model.model_fields_set}

@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import ExperimentSpec
+from ..config.train import CudnnSpec
 from ..outputs.job import JobOutputs, job_outputs
 from ..outputs.status import StatusLogger
 from . import distributed as dist
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 class JobContext:
     """The environment of one job on one process."""
 
-    spec: ExperimentSpec
     action: str
     outputs: JobOutputs
     device: torch.device
@@ -57,16 +56,8 @@ class JobContext:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
-    def category_map_for_training(self, resume_state: dict[str, Any] | None):
-        """The label ↔ category-id mapping: from the checkpoint being resumed, else from the training data."""
-        from ..data.categories import CategoryMap, category_map_from_sources
 
-        if resume_state is not None and resume_state.get("category_map"):
-            return CategoryMap.from_dict(resume_state["category_map"])
-        return category_map_from_sources(self.spec.dataset, self.spec.dataset.train_data_sources)
-
-
-def select_device(choice: str, gpu_ids: list[int] | None = None) -> torch.device:
+def select_device(choice: str, gpu_ids: Sequence[int] | None = None) -> torch.device:
     """``auto``: this process's CUDA device when there is one, else the CPU; ``cuda:N``: that device.
 
     A process that torchrun started uses its local rank (torchrun's CUDA_VISIBLE_DEVICES holds ``gpu_ids``); a
@@ -91,18 +82,27 @@ def apply_cudnn(benchmark: bool, deterministic: bool) -> None:
 
 
 @contextmanager
-def start_job(spec: ExperimentSpec, action: str, *, device: str | None = None) -> Iterator[JobContext]:
-    """Set up a job (device, process group, seed, cuDNN switches, results folder); status.json records how it
-    ends."""
-    torch_device = select_device(device or spec.train.device, spec.train.device_ids)
-    apply_cudnn(spec.train.cudnn.benchmark, spec.train.cudnn.deterministic)
+def start_job(
+    spec: ExperimentSpec,
+    action: str,
+    *,
+    device: str,
+    device_ids: Sequence[int],
+    seed: int,
+    cudnn: CudnnSpec,
+) -> Iterator[JobContext]:
+    """Set up a job: device (``device`` and ``device_ids`` as :func:`select_device` takes them), process group,
+    ``seed`` (< 0: a random one, the same on every process), ``cudnn`` switches and the results folder of ``action``
+    (``spec`` is written there); status.json records how it ends."""
+    torch_device = select_device(device, device_ids)
+    apply_cudnn(cudnn.benchmark, cudnn.deterministic)
     dist.init_process_group(torch_device)
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         with job_outputs(spec, action, is_main=rank == 0) as outputs:
-            seed = spec.train.seed if spec.train.seed >= 0 else dist.broadcast_object(random.randrange(2**31))
+            seed = seed if seed >= 0 else dist.broadcast_object(random.randrange(2**31))
             seed_everything(seed)  # model initialisation is part of the run: same seed, same weights
-            ctx = JobContext(spec, action, outputs, torch_device, rank, world, seed)
+            ctx = JobContext(action, outputs, torch_device, rank, world, seed)
             log.info(
                 "%s on %s (%d process%s), results in %s",
                 action, torch_device, world, "es" if world > 1 else "", outputs.out_dir,

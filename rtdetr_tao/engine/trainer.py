@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import TrainingError
-from .distributed import all_reduce_mean
+from .distributed import all_reduce_mean, unwrap
 from .ema import ModelEMA
 from .optim import LRSchedule
 
@@ -259,8 +259,6 @@ class Trainer:
     @property
     def eval_model(self) -> nn.Module:
         """The weights to validate: the EMA copy when there is one."""
-        from .ema import unwrap
-
         return self.ema.module if self.ema is not None else unwrap(self.model)
 
 

@@ -15,9 +15,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..errors import DataError, SpecError
-from ..outputs.coco_json import coco_results
-from ..outputs.progress import stage
-from .detections import ImageDetections
+from ..progress import stage
+from .detections import ImageDetections, coco_results
 
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 

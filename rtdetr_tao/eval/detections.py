@@ -6,8 +6,9 @@ CPU first).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -67,3 +68,35 @@ def merge_detections(parts: Iterable[Iterable[ImageDetections]]) -> list[ImageDe
         for detections in part:
             merged.setdefault(detections.image_id, detections)
     return [merged[image_id] for image_id in sorted(merged)]
+
+
+def coco_results(
+    detections: Iterable[ImageDetections],
+    label_to_category: Sequence[int],
+    file_names: Mapping[int, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One COCO result per detection; ``label_to_category[label]`` is the original ``category_id``.
+
+    Boxes are ``[x1, y1, x2 - x1, y2 - y1]`` in original pixels, unrounded. ``file_names`` (image id → file) adds
+    each result's ``file_name`` (images without an id of their own, such as inference folders).
+    """
+    results: list[dict[str, Any]] = []
+    for image in detections:
+        if len(image) and not 0 <= image.labels.min() <= image.labels.max() < len(label_to_category):
+            raise ValueError(
+                f"image {image.image_id}: labels {sorted(set(image.labels.tolist()))} do not fit "
+                f"label_to_category of length {len(label_to_category)}"
+            )
+        for (x1, y1, x2, y2), score, label in zip(
+            image.boxes.tolist(), image.scores.tolist(), image.labels.tolist(), strict=True
+        ):
+            result = {
+                "image_id": image.image_id,
+                "category_id": int(label_to_category[label]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": score,
+            }
+            if file_names is not None:
+                result["file_name"] = file_names[image.image_id]
+            results.append(result)
+    return results

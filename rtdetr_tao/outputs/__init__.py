@@ -5,7 +5,7 @@ Modules (import them directly; this package imports nothing):
 * ``status``: ``StatusLogger`` for status.json
 * ``classmap``: ``read_classmap``
 * ``kitti``: KITTI label files
-* ``coco_json``: COCO results list and file
+* ``coco_json``: the COCO results file
 * ``draw``: annotated images
 * ``metrics``: the metrics JSON
 * ``jsonable``: strict-JSON conversion (NaN → null)

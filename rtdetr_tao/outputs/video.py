@@ -23,8 +23,8 @@ from PIL import Image
 from ..data.video import Frame, VideoReader
 from ..errors import require
 from ..eval.detections import ImageDetections
+from ..progress import Progress
 from .draw import class_colors, draw_detections
-from .progress import Progress
 
 log = logging.getLogger(__name__)
 
