@@ -8,8 +8,6 @@ position embeddings are constants of the export size. Plain arguments only: the 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError, require
+from ..io import atomic_open, atomic_write_bytes
 from ..metadata import METADATA_KEY, ModelMetadata, write_sidecar
 from ..outputs.progress import stage
 from .postprocess import PostProcessor
@@ -46,20 +45,21 @@ def export_onnx(module: ExportModule, path: Path, size: tuple[int, int], *, batc
     n = 1 if batch == -1 else batch
     example = (torch.rand(n, 3, *size),) if raw else (torch.rand(n, 3, *size), torch.full((n, 2), 640.0))
     dynamic = {name: {0: "N"} for name in inputs + outputs} if batch == -1 else None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
     try:
-        with stage(f"ONNX export to {path.name}"), warnings.catch_warnings(), torch.no_grad():
+        with (
+            atomic_open(path) as handle,
+            stage(f"ONNX export to {path.name}"),
+            warnings.catch_warnings(),
+            torch.no_grad(),
+        ):
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+            # the TorchScript exporter writes through a file object as it does to a path
             torch.onnx.export(
-                module, example, tmp, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                module, example, handle, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
                 opset_version=opset, dynamo=False, verbose=verbose,
             )  # fmt: skip
-        os.replace(tmp, path)
     except Exception as exc:
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def embed_metadata(path: Path, metadata: ModelMetadata) -> None:
@@ -68,10 +68,7 @@ def embed_metadata(path: Path, metadata: ModelMetadata) -> None:
     graph = onnx.load(str(path))
     del graph.metadata_props[:]
     graph.metadata_props.add(key=METADATA_KEY, value=metadata.to_json())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
-    onnx.save(graph, tmp)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, graph.SerializeToString())
     write_sidecar(path, metadata)
 
 
