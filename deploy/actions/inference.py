@@ -19,9 +19,8 @@ from rtdetr_tao.outputs.inference import InferenceWriter
 from rtdetr_tao.outputs.job import job_outputs
 from rtdetr_tao.outputs.progress import Progress
 from rtdetr_tao.outputs.video import run_videos
-
-from ..predict import detect, detect_images
-from ..runtime import open_backend
+from rtdetr_tao.runtime.backends import open_backend
+from rtdetr_tao.runtime.detect import detect, detect_images
 
 
 def run(spec: ExperimentSpec) -> Path:

@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from rtdetr_tao.errors import DataError, require
-from rtdetr_tao.metadata import ModelMetadata, read_metadata
+from ..errors import DataError, require
+from ..metadata import ModelMetadata, read_metadata
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
