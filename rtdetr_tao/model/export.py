@@ -19,6 +19,7 @@ from ..errors import ExportError, require
 from ..io import atomic_open, atomic_write_bytes
 from ..metadata import METADATA_KEY, ModelMetadata, write_sidecar
 from ..outputs.progress import stage
+from ..runtime.backends import OnnxRuntimeBackend
 from .postprocess import PostProcessor
 
 
@@ -73,18 +74,17 @@ def embed_metadata(path: Path, metadata: ModelMetadata) -> None:
 
 
 def check_parity(module: ExportModule, path: Path, size: tuple[int, int], batch: int) -> float:
-    """Max |ONNX Runtime - PyTorch| over the outputs on a random batch (labels must agree exactly)."""
-    ort = require("onnxruntime", extra="onnx", purpose="checking the export with ONNX Runtime")
+    """Max |ONNX Runtime - PyTorch| over the outputs on a random batch (labels must agree exactly); ``path`` carries
+    its metadata (:func:`embed_metadata`)."""
     n = 2 if batch == -1 else batch
     images = torch.rand(n, 3, *size, generator=torch.Generator().manual_seed(0))
     sizes = torch.tensor([[640.0, 480.0]] * n)
     with torch.no_grad():
         expected = module(images) if module.postprocessor is None else module(images, sizes)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {"images": images.numpy()}
-    if module.postprocessor is not None:
-        feeds["orig_target_sizes"] = sizes.numpy()
-    got = session.run(None, feeds)
+    backend = OnnxRuntimeBackend(
+        path, providers=["CPUExecutionProvider"], purpose="checking the export with ONNX Runtime"
+    )
+    got = backend.run(images.numpy(), sizes.numpy()).values()  # orig_target_sizes only where the graph has it
     worst = 0.0
     for want, have in zip(expected, got, strict=True):
         want = want.numpy()
