@@ -6,7 +6,7 @@ for video files in ``image_dir`` and for ``infer_data_sources.stream``: ``videos
 JSON lines per frame (:mod:`rtdetr_tao.outputs.video`).
 Class names come from ``infer_data_sources.classmap`` when given (one per category in id order, or TAO's one per
 id 0..max: :func:`rtdetr_tao.outputs.classmap.read_classmap`), else from the checkpoint. An ``.onnx`` model runs
-in ONNX Runtime through the same code as ``rtdetr-deploy inference``.
+in ONNX Runtime through the same job as ``rtdetr-deploy inference`` (:mod:`rtdetr_tao.runtime.inference`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..outputs.inference import InferenceWriter
 from ..outputs.progress import Progress
 from ..outputs.video import run_videos
 from ..predictor import Predictor
+from ..runtime.inference import run_inference
 
 
 def run(spec: ExperimentSpec) -> Path:
@@ -37,11 +38,8 @@ def run(spec: ExperimentSpec) -> Path:
     if source is None:
         raise SpecError("dataset.infer_data_sources is not set; give {image_dir: [...]} with the images")
     if Path(cfg.checkpoint).suffix == ".onnx":
-        from rtdetr_deploy.actions import inference as deploy_inference
-
-        return deploy_inference.run(
-            spec.model_copy(update={"inference": cfg.model_copy(update={"trt_engine": cfg.checkpoint})})
-        )
+        onnx_spec = spec.model_copy(update={"inference": cfg.model_copy(update={"trt_engine": cfg.checkpoint})})
+        return run_inference(onnx_spec, onnx_spec.batch_size_for("deploy_inference"))
     aug = spec.dataset.augmentation
     explicit = bool(cfg.input_height or cfg.input_width or "eval_spatial_size" in aug.model_fields_set)
     size = (cfg.input_height or aug.eval_spatial_size[0], cfg.input_width or aug.eval_spatial_size[1])
