@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
+
 from ..config import ExperimentSpec
 from ..data.preprocess import load_rgb, named_images
-from ..data.video import split_media
+from ..eval.detections import ImageDetections
 from ..outputs.classmap import read_classmap
-from ..outputs.inference import InferenceWriter
+from ..outputs.inference import InferenceWriter, write_inference
 from ..outputs.job import job_outputs
 from ..outputs.progress import Progress
-from ..outputs.video import run_videos
 from .backends import open_backend
 from .detect import detect, detect_images
 
@@ -36,27 +37,21 @@ def run_inference(spec: ExperimentSpec, batch: int) -> Path:
                 source.classmap, label_to_category=meta.label_to_category,
                 category_ids=meta.category_ids or None, default_names=names, cache_dir=spec.dataset.cache_dir,
             )  # fmt: skip
-        image_dirs, videos = split_media(source.image_dir, spec.dataset.cache_dir)
-        paths: list[Path] = []
-        total = frames = 0
-        if image_dirs or not (videos or source.stream):
-            writer = InferenceWriter(
-                job.out_dir, names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
-                outline_width=cfg.outline_width,
-            )  # fmt: skip
+
+        def write_images(writer: InferenceWriter, image_dirs: list[str]) -> int:
             named = named_images(image_dirs, spec.dataset.cache_dir)
             paths = [path for path, _ in named]
             with Progress("inference", total=len(paths), unit="img") as progress:
                 for path, found, _ in detect(backend, enumerate(paths), batch, skip_unreadable=True):
                     writer.write(path, load_rgb(path), found, named[found.image_id][1])
                     progress.update()
-            total = writer.finish(meta.label_to_category)
-        if videos or source.stream:
-            frames, found_in_videos = run_videos(
-                videos, source.stream, job.out_dir / "videos",
-                lambda images: detect_images(backend, images, list(range(len(images)))), names,
-                meta.label_to_category, cfg, batch,
-            )  # fmt: skip
-            total += found_in_videos
-        job.final_message = f"Inference finished: {len(paths)} images, {frames} video frames, {total} detections."
+            return len(paths)
+
+        def frames(images: list[Image.Image]) -> list[ImageDetections]:
+            return detect_images(backend, images, list(range(len(images))))
+
+        job.final_message = write_inference(
+            job.out_dir, source, cfg, names, meta.label_to_category, cache_dir=spec.dataset.cache_dir,
+            batch_size=batch, write_images=write_images, video_detector=lambda: frames,
+        )  # fmt: skip
         return job.out_dir
