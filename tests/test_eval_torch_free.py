@@ -17,6 +17,7 @@ names = [
 for name in names:
     importlib.import_module(name)
 for expected in ("rtdetr_tao.runtime.backends", "rtdetr_tao.runtime.tensorrt", "rtdetr_tao.runtime.detect",
+                 "rtdetr_tao.runtime.inference",
                  "rtdetr_deploy.cli", "rtdetr_deploy.tensorrt", "rtdetr_deploy.actions.inference"):
     assert expected in names, (expected, names)
 heavy = sorted(m for m in ("torch", "torchvision") if m in sys.modules)
