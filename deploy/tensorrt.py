@@ -1,4 +1,5 @@
-"""TensorRT 10: building engines from exported ONNX files, INT8 calibration, and running engines.
+"""TensorRT 10: building engines from exported ONNX files, with INT8 calibration (running an engine:
+:mod:`rtdetr_tao.runtime.tensorrt`).
 
 Needs the ``tensorrt`` and ``cuda-python`` packages (``pip install 'rtdetr-tao[trt]'``, or the deploy
 container) and an NVIDIA GPU. Nothing here imports them until it is used.
@@ -12,34 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from rtdetr_tao.errors import DataError, DependencyError, ExportError, require
+from rtdetr_tao.errors import DataError, ExportError
 from rtdetr_tao.io import atomic_write_bytes
-from rtdetr_tao.metadata import read_metadata
 from rtdetr_tao.progress import stage
+from rtdetr_tao.runtime.tensorrt import check_cuda, import_cudart, import_tensorrt
 
 from .calibration import CalibrationBatches, CalibrationCache
 
 log = logging.getLogger(__name__)
-
-
-def _trt() -> Any:
-    return require("tensorrt", extra="trt", purpose="Building or running a TensorRT engine")
-
-
-def _cudart() -> Any:
-    return require(
-        "cuda.bindings.runtime", extra="trt", purpose="Running a TensorRT engine (CUDA runtime)", package="cuda-python"
-    )
-
-
-def _check(result: tuple[Any, ...] | Any) -> Any:
-    """Unwrap a cuda-python ``(error, value...)`` result, raising on an error code."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise DependencyError(f"CUDA runtime error {err}: is an NVIDIA GPU with a working driver present?")
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 @dataclass(frozen=True)
@@ -76,7 +57,7 @@ def build_engine(
     A Q/DQ graph builds strongly typed (explicit quantization, no calibrator); INT8 without Q/DQ
     nodes calibrates on ``calibration`` (or reuses ``cache``).
     """
-    trt = _trt()
+    trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.VERBOSE if settings.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
     explicit = has_qdq_nodes(onnx_path)
@@ -164,7 +145,7 @@ def _apply_layer_precisions(trt: Any, network: Any, config: Any, entries: Sequen
 
 def make_calibrator(batches: CalibrationBatches | None, cache: CalibrationCache) -> Any:
     """A TensorRT entropy calibrator fed by ``batches`` (copied to one device buffer) with ``cache``."""
-    trt, cudart = _trt(), _cudart()
+    trt, cudart = import_tensorrt(), import_cudart()
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -181,9 +162,9 @@ def make_calibrator(batches: CalibrationBatches | None, cache: CalibrationCache)
             if batch is None:
                 return None
             if self.buffer is None:
-                self.buffer = _check(cudart.cudaMalloc(batch.nbytes))
-            _check(cudart.cudaMemcpy(self.buffer, batch.ctypes.data, batch.nbytes,
-                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))  # fmt: skip
+                self.buffer = check_cuda(cudart.cudaMalloc(batch.nbytes))
+            check_cuda(cudart.cudaMemcpy(self.buffer, batch.ctypes.data, batch.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))  # fmt: skip
             return [int(self.buffer)]
 
         def read_calibration_cache(self) -> bytes | None:
@@ -193,64 +174,3 @@ def make_calibrator(batches: CalibrationBatches | None, cache: CalibrationCache)
             cache.write(bytes(data))
 
     return EntropyCalibrator()
-
-
-class TensorRTBackend:
-    """A serialized engine on the GPU. Device buffers are allocated once, at the profile's maximum
-    batch; each run sets the real batch shape and copies back only its rows."""
-
-    def __init__(self, path: str | Path):
-        trt, self.cudart = _trt(), _cudart()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"TensorRT engine not found: {self.path}")
-        self.metadata = read_metadata(self.path)
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise DataError(f"cannot load TensorRT engine {self.path}: built by another TensorRT version or GPU?")
-        self.context = self.engine.create_execution_context()
-        self.stream = _check(self.cudart.cudaStreamCreate())
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        min_shape, _, max_shape = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
-        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
-        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self.buffers: dict[str, int] = {}
-        for name in self.inputs:
-            self.context.set_input_shape(name, self._max_shape(name))
-        for name in names:
-            shape = self._max_shape(name) if name in self.inputs else tuple(self.context.get_tensor_shape(name))
-            nbytes = int(np.prod(shape)) * self.dtypes[name].itemsize
-            self.buffers[name] = int(_check(self.cudart.cudaMalloc(nbytes)))
-            self.context.set_tensor_address(name, self.buffers[name])
-
-    def _max_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.engine.get_tensor_profile_shape(name, 0)[2])
-
-    def run(self, images: np.ndarray, orig_sizes: np.ndarray) -> dict[str, np.ndarray]:
-        cudart = self.cudart
-        batch = len(images)
-        feeds = {"images": images, "orig_target_sizes": orig_sizes}
-        for name in self.inputs:
-            array = np.ascontiguousarray(feeds[name].astype(self.dtypes[name], copy=False))
-            self.context.set_input_shape(name, array.shape)
-            _check(cudart.cudaMemcpyAsync(self.buffers[name], array.ctypes.data, array.nbytes,
-                                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))  # fmt: skip
-        if not self.context.execute_async_v3(self.stream):
-            raise ExportError(f"TensorRT execution failed for a batch of {batch} on {self.path}")
-        results = {}
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            out = np.empty(shape, dtype=self.dtypes[name])
-            _check(cudart.cudaMemcpyAsync(out.ctypes.data, self.buffers[name], out.nbytes,
-                                          cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))  # fmt: skip
-            results[name] = out
-        _check(cudart.cudaStreamSynchronize(self.stream))
-        return results
-
-    def __del__(self) -> None:
-        cudart = getattr(self, "cudart", None)
-        for pointer in getattr(self, "buffers", {}).values():
-            cudart.cudaFree(pointer)

@@ -139,18 +139,17 @@ class Predictor:
     @classmethod
     def from_onnx(cls, path: str | Path) -> Predictor:
         """An ONNX Runtime predictor from ``rtdetr export`` output with ``export.raw_outputs: true``."""
-        from .errors import DataError, require
-        from .metadata import read_metadata
+        from .errors import DataError
+        from .runtime.backends import OnnxRuntimeBackend
 
-        ort = require("onnxruntime", extra="onnx", purpose="Predictor.from_onnx")
-        meta = read_metadata(path)
+        backend = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], purpose="Predictor.from_onnx")
+        meta = backend.metadata
         if meta.outputs != "raw":
             raise DataError(f"{path} has post-processing inside; export it with export.raw_outputs=true for Predictor")
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
         def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            logits, boxes = session.run(["pred_logits", "pred_boxes"], {"images": batch})
-            return logits, boxes
+            outputs = backend.run(batch, np.zeros((len(batch), 2), np.float32))  # a raw graph takes no sizes
+            return outputs["pred_logits"], outputs["pred_boxes"]
 
         return cls(
             run, class_names=meta.class_names, label_to_category=meta.label_to_category,

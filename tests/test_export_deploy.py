@@ -145,13 +145,12 @@ def test_evaluate_pytorch_and_deploy_onnx_agree_local_and_s3(trained, s3_server)
     for action in ("evaluate", "deploy_evaluate"):
         _check_report(trained["root"] / "results" / action / "report")
     # the tiny model scores ~0 AP, so compare the detections themselves: PyTorch eval loader vs deploy pipeline
-    from rtdetr_deploy.predict import detect
-    from rtdetr_deploy.runtime import open_backend
-
     from rtdetr_tao.config import load_spec
     from rtdetr_tao.data.loader import build_eval_loader
     from rtdetr_tao.engine.predict import predict
     from rtdetr_tao.engine.restore import load_trained_model
+    from rtdetr_tao.runtime.backends import open_backend
+    from rtdetr_tao.runtime.detect import detect
 
     loaded = load_spec(spec, []).spec
     model = load_trained_model(str(trained["ckpt"]), loaded, eval_spatial_size=(64, 64))

@@ -11,10 +11,10 @@ import torch
 from test_export_deploy import trained  # noqa: F401 - the trained tiny model fixture
 from test_train import TINY_MODEL
 
-from rtdetr_tao.actions.quantize import modelopt_config, plan_layers
 from rtdetr_tao.cli import main
 from rtdetr_tao.config.quantize import QuantizeSpec
 from rtdetr_tao.model.build import build_model
+from rtdetr_tao.model.quantize import modelopt_config, plan_layers
 
 INT8_ALL = "quantize.layers=[{module_name: '*', weights: {dtype: int8}, activations: {dtype: int8}}]"
 

@@ -12,9 +12,8 @@ from rtdetr_tao.eval.coco import CocoMetrics, coco_evaluation, coco_from_file
 from rtdetr_tao.outputs.job import job_outputs
 from rtdetr_tao.outputs.metrics import write_metrics
 from rtdetr_tao.outputs.report import write_report
-
-from ..predict import detect
-from ..runtime import open_backend
+from rtdetr_tao.runtime.backends import open_backend
+from rtdetr_tao.runtime.detect import detect
 
 
 def run(spec: ExperimentSpec) -> CocoMetrics:

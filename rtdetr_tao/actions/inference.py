@@ -6,7 +6,7 @@ for video files in ``image_dir`` and for ``infer_data_sources.stream``: ``videos
 JSON lines per frame (:mod:`rtdetr_tao.outputs.video`).
 Class names come from ``infer_data_sources.classmap`` when given (one per category in id order, or TAO's one per
 id 0..max: :func:`rtdetr_tao.outputs.classmap.read_classmap`), else from the checkpoint. An ``.onnx`` model runs
-in ONNX Runtime through the same code as ``rtdetr-deploy inference``.
+in ONNX Runtime through the same job as ``rtdetr-deploy inference`` (:mod:`rtdetr_tao.runtime.inference`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import torch
 
 from ..config import ExperimentSpec
 from ..data.preprocess import load_rgb
-from ..data.video import split_media
 from ..engine.restore import load_trained_model
 from ..engine.setup import start_job
 from ..errors import SpecError
 from ..eval.postprocess import postprocess
 from ..outputs.classmap import read_classmap
-from ..outputs.inference import InferenceWriter
-from ..outputs.video import run_videos
+from ..outputs.inference import InferenceWriter, write_inference
+from ..outputs.video import Detect
 from ..predictor import Predictor
 from ..progress import Progress
+from ..runtime.inference import run_inference
 
 
 def run(spec: ExperimentSpec) -> Path:
@@ -37,11 +37,8 @@ def run(spec: ExperimentSpec) -> Path:
     if source is None:
         raise SpecError("dataset.infer_data_sources is not set; give {image_dir: [...]} with the images")
     if Path(cfg.checkpoint).suffix == ".onnx":
-        from rtdetr_deploy.actions import inference as deploy_inference
-
-        return deploy_inference.run(
-            spec.model_copy(update={"inference": cfg.model_copy(update={"trt_engine": cfg.checkpoint})})
-        )
+        onnx_spec = spec.model_copy(update={"inference": cfg.model_copy(update={"trt_engine": cfg.checkpoint})})
+        return run_inference(onnx_spec, onnx_spec.batch_size_for("deploy_inference"))
     aug = spec.dataset.augmentation
     explicit = bool(cfg.input_height or cfg.input_width or "eval_spatial_size" in aug.model_fields_set)
     size = (cfg.input_height or aug.eval_spatial_size[0], cfg.input_width or aug.eval_spatial_size[1])
@@ -63,27 +60,20 @@ def run(spec: ExperimentSpec) -> Path:
                 source.classmap, label_to_category=cmap.label_to_category, category_ids=cmap.defined_ids,
                 default_names=names, cache_dir=spec.dataset.cache_dir,
             )  # fmt: skip
-        image_dirs, videos = split_media(source.image_dir, spec.dataset.cache_dir)
-        images = total = 0
-        if image_dirs or not (videos or source.stream):
-            writer = InferenceWriter(
-                ctx.out_dir, names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
-                outline_width=cfg.outline_width,
-            )  # fmt: skip
+
+        def write_images(writer: InferenceWriter, image_dirs: list[str]) -> int:
             model = trained.fast_model().to(ctx.device)
-            images = _images(ctx.device, model, trained.model_spec.num_select, writer, image_dirs, size, batch, spec)
-            total = writer.finish(cmap.label_to_category)
-        frames = 0
-        if videos or source.stream:
-            predictor = Predictor.from_trained(
+            return _images(ctx.device, model, trained.model_spec.num_select, writer, image_dirs, size, batch, spec)
+
+        def video_detector() -> Detect:
+            return Predictor.from_trained(
                 trained, device=ctx.device, input_size=size, preserve_aspect_ratio=aug.preserve_aspect_ratio
-            )
-            frames, found = run_videos(
-                videos, source.stream, ctx.out_dir / "videos", predictor.predict_raw, names, cmap.label_to_category,
-                cfg, batch,
-            )  # fmt: skip
-            total += found
-        ctx.outputs.final_message = f"Inference finished: {images} images, {frames} video frames, {total} detections."
+            ).predict_raw
+
+        ctx.outputs.final_message = write_inference(
+            ctx.out_dir, source, cfg, names, cmap.label_to_category, cache_dir=spec.dataset.cache_dir,
+            batch_size=batch, write_images=write_images, video_detector=video_detector,
+        )  # fmt: skip
         return ctx.out_dir
 
 

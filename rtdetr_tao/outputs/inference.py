@@ -10,15 +10,18 @@ so images of different folders never share an output file. When two images still
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from PIL import Image
 
+from ..data.video import split_media
 from ..eval.detections import ImageDetections
 from .coco_json import write_coco_results
 from .draw import class_colors, draw_detections
 from .kitti import write_kitti
+from .video import Detect, run_videos
 
 
 class InferenceWriter:
@@ -78,3 +81,30 @@ class InferenceWriter:
         return write_coco_results(
             self.out_dir / "results.json", self.kept, label_to_category, file_names=self.file_names
         )
+
+
+def write_inference(
+    out_dir: Path, source: Any, cfg: Any, class_names: Sequence[str], label_to_category: Sequence[int], *,
+    cache_dir: str | None, batch_size: int, write_images: Callable[[InferenceWriter, list[str]], int],
+    video_detector: Callable[[], Detect],
+) -> str:  # fmt: skip
+    """The files of an inference job over ``source`` (the ``infer_data_sources`` section) with the ``inference``
+    section ``cfg``: its image folders through ``write_images(writer, image_dirs)`` (→ the number of images), its
+    video files and stream through :func:`~rtdetr_tao.outputs.video.run_videos` with ``video_detector()`` (built
+    only when there are videos). Returns the job's final message."""
+    image_dirs, videos = split_media(source.image_dir, cache_dir)
+    images = frames = total = 0
+    if image_dirs or not (videos or source.stream):
+        writer = InferenceWriter(
+            out_dir, class_names, conf_threshold=cfg.conf_threshold, color_map=cfg.color_map,
+            outline_width=cfg.outline_width,
+        )  # fmt: skip
+        images = write_images(writer, image_dirs)
+        total = writer.finish(label_to_category)
+    if videos or source.stream:
+        frames, found = run_videos(
+            videos, source.stream, out_dir / "videos", video_detector(), class_names, label_to_category, cfg,
+            batch_size,
+        )  # fmt: skip
+        total += found
+    return f"Inference finished: {images} images, {frames} video frames, {total} detections."

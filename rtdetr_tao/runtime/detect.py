@@ -1,5 +1,5 @@
 """Detections from an exported model (ONNX Runtime or TensorRT), without PyTorch: the preprocessing of
-:mod:`rtdetr_tao.data.preprocess`, batches through :func:`rtdetr_deploy.runtime.run_batched`, and the same
+:mod:`rtdetr_tao.data.preprocess`, batches through :func:`rtdetr_tao.runtime.backends.run_batched`, and the same
 post-processing as ``rtdetr`` (top-k in the graph, or :func:`rtdetr_tao.eval.postprocess.postprocess` for raw
 outputs)."""
 
@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rtdetr_tao.data.preprocess import load_rgb, to_model_input
-from rtdetr_tao.errors import DataError
-from rtdetr_tao.eval.detections import ImageDetections
-from rtdetr_tao.eval.postprocess import Letterbox, postprocess
-
-from .runtime import Backend, run_batched
+from ..data.preprocess import load_rgb, to_model_input
+from ..errors import DataError
+from ..eval.detections import ImageDetections
+from ..eval.postprocess import Letterbox, postprocess
+from .backends import Backend, run_batched
 
 log = logging.getLogger(__name__)
 

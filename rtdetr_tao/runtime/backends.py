@@ -13,8 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from rtdetr_tao.errors import DataError, require
-from rtdetr_tao.metadata import ModelMetadata, read_metadata
+from ..errors import DataError, require
+from ..metadata import ModelMetadata, read_metadata
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -49,10 +49,18 @@ def run_batched(backend: Backend, images: np.ndarray, orig_sizes: np.ndarray) ->
 
 
 class OnnxRuntimeBackend:
-    """An exported ``.onnx`` file in ONNX Runtime (CPU, or CUDA when onnxruntime-gpu is installed)."""
+    """An exported ``.onnx`` file (with its metadata) in ONNX Runtime: CPU, or CUDA when onnxruntime-gpu is
+    installed, unless ``providers`` says otherwise. ``purpose`` names the caller in the install hint."""
 
-    def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None, max_batch: int = 8):
-        ort = require("onnxruntime", extra="onnx", purpose="Running an ONNX model")
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        providers: Sequence[str] | None = None,
+        max_batch: int = 8,
+        purpose: str = "Running an ONNX model",
+    ):
+        ort = require("onnxruntime", extra="onnx", purpose=purpose)
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"ONNX model not found: {self.path}")
