@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from rtdetr_tao.export import ExportModule, export_onnx
 from rtdetr_tao.model.build import build_model
-from rtdetr_tao.model.export import ExportModule, export_onnx
 from rtdetr_tao.model.optimize import optimize_for_inference
 from rtdetr_tao.model.postprocess import PostProcessor
 

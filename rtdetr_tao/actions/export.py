@@ -1,6 +1,6 @@
 """``rtdetr export``: a trained model as an ONNX graph for ONNX Runtime and TensorRT.
 
-The graph (built by :mod:`rtdetr_tao.model.export`) follows the contract of :mod:`rtdetr_tao.metadata`: input
+The graph (built by :mod:`rtdetr_tao.export`) follows the contract of :mod:`rtdetr_tao.metadata`: input
 ``images`` [N, 3, H, W] (RGB in [0, 1]) and ``orig_target_sizes`` [N, 2] (w, h); outputs ``labels``, ``boxes``
 (xyxy pixels), ``scores`` (top-``num_select`` over queries x classes), or with ``export.raw_outputs`` the raw
 ``pred_logits`` / ``pred_boxes``. A checkpoint of ``rtdetr quantize`` exports with QuantizeLinear /
@@ -22,8 +22,8 @@ from ..config import ExperimentSpec
 from ..engine.restore import load_trained_model
 from ..engine.setup import start_job
 from ..errors import ExportError, SpecError, require
+from ..export import ExportModule, check_parity, embed_metadata, export_onnx
 from ..metadata import ModelMetadata
-from ..model.export import ExportModule, check_parity, embed_metadata, export_onnx
 from ..model.postprocess import PostProcessor
 from ..progress import stage
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import ExportError, require
-from ..io import atomic_open, atomic_write_bytes
-from ..metadata import METADATA_KEY, ModelMetadata, write_sidecar
-from ..progress import stage
-from ..runtime.backends import OnnxRuntimeBackend
-from .postprocess import PostProcessor
+from .errors import ExportError, require
+from .io import atomic_open, atomic_write_bytes
+from .metadata import METADATA_KEY, ModelMetadata, write_sidecar
+from .model.postprocess import PostProcessor
+from .progress import stage
+from .runtime.backends import OnnxRuntimeBackend
 
 
 class ExportModule(nn.Module):
