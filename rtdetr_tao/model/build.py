@@ -163,12 +163,3 @@ def build_criterion(
         mal_gamma=spec.mal_gamma,
         mal_alpha=spec.mal_alpha,
     )
-    weight_dict = {"loss_vfl": spec.vfl_loss_coef, "loss_bbox": spec.bbox_loss_coef, "loss_giou": spec.giou_loss_coef}
-    return SetCriterion(
-        matcher,
-        weight_dict=weight_dict,
-        losses=list(spec.loss_types),
-        alpha=spec.alpha,
-        gamma=spec.gamma,
-        num_classes=num_classes,
-    )
