@@ -210,6 +210,29 @@ def test_timm_freeze_at_freezes_the_stem_and_early_stages() -> None:
     assert frozen == {"stem_0", "stem_1", "stages_0"} and trainable == {"stages_1", "stages_2", "stages_3"}
 
 
+def test_fan_freeze_at_freezes_the_stem_and_early_stages() -> None:
+    """Stages 0 and 1 are the ConvNeXt stages; stage 2 the patch projection, position embedding and FAN blocks up to
+    out_index (18 for large); stage 3 the remaining blocks, class-attention norms and the stride-2 conv; the output
+    norms stay trainable."""
+    from rtdetr_tao.model.backbone import FrozenBatchNorm2d
+
+    with torch.device("meta"):
+        two = FAN("large", return_idx=[1, 2, 3], freeze_at=2, freeze_norm=True)
+        three = FAN("large", return_idx=[1, 2, 3], freeze_at=3)
+
+    def frozen(model: FAN) -> list[bool]:
+        return [not p.requires_grad for p in model.parameters()]
+
+    def inside(model: FAN, prefixes: tuple[str, ...]) -> list[bool]:
+        return [name.startswith(prefixes) for name, _ in model.named_parameters()]
+
+    assert frozen(two) == inside(two, ("patch_embed.backbone.",))
+    stage2 = ("patch_embed.", "pos_embed.", *(f"blocks.{i}." for i in range(19)))
+    assert frozen(three) == inside(three, stage2)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in two.modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in three.modules())
+
+
 FAST_FAMILIES = ["hgnetv2_l", "efficientvit_b0", "fan_tiny", "timm:mobilenetv3_small_050"]
 SLOW_FAMILIES = ["convnext_tiny", "efficientvit_l0", "hgnetv2_x", "timm:hgnetv2_b0"]
 

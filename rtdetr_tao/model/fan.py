@@ -22,7 +22,7 @@ maps to these stages as for every other family.
 
 State-dict names are TAO's (``patch_embed.backbone.stages.1.blocks.0.conv_dw.weight``, ``blocks.3.mlp.mlp_v.dwconv.bn
 .running_mean``, ``cls_attn_blocks.1.norm2.weight``, ``out_norm2.weight``, ``learnable_downsample.weight``, ...), so
-TAO's RT-DETR checkpoints and NVlabs' / TAO's ImageNet FAN-hybrid weights load by name. TAO's class-attention blocks
+TAO's FAN backbone weights and NVlabs' / TAO's ImageNet FAN-hybrid weights load by name. TAO's class-attention blocks
 only update the class token, which its RT-DETR discards; what reaches the patch tokens is two LayerNorms and a layer
 scale. This module keeps only those: the tensors in :data:`TAO_UNUSED_KEYS` (class token, class-attention q/k/v/proj
 and MLP, the classifier's final norm) cannot change any output and are not parameters here, so loading a TAO
