@@ -1,6 +1,6 @@
 """The backbone zoo: every ``model.backbone`` value builds with the stage channels the encoder expects; HGNetv2 equals
-the official RT-DETRv2 code; timm backbones equal timm with timm's own checkpoints; one backbone of each family trains,
-evaluates and exports to ONNX through the CLI."""
+the official RT-DETRv2 code, FAN equals TAO's; timm backbones equal timm with timm's own checkpoints; one backbone of
+each family trains, evaluates and exports to ONNX through the CLI."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from rtdetr_tao.config.model import ModelSpec
 from rtdetr_tao.data.synthetic import write_split
 from rtdetr_tao.errors import SpecError
 from rtdetr_tao.model.build import build_backbone, build_model
+from rtdetr_tao.model.fan import ARCHS as FAN_ARCHS
+from rtdetr_tao.model.fan import FAN, TAO_UNUSED_KEYS
 from rtdetr_tao.model.weights import load_backbone_weights
 
 timm = pytest.importorskip("timm")
@@ -28,8 +30,8 @@ timm = pytest.importorskip("timm")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _parity_script():
-    spec = importlib.util.spec_from_file_location("hgnetv2_parity", ROOT / "benchmarks" / "hgnetv2_parity.py")
+def _parity_script(name: str = "hgnetv2_parity"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -65,6 +67,70 @@ def test_hgnetv2_presets_follow_the_official_configs() -> None:
     lrs = {s: ExperimentSpec.model_validate({"model": {"preset": f"hgnetv2_{s}"}}).lr_backbone for s in "lxh"}
     assert lrs == {"l": 5e-6, "x": 1e-6, "h": 5e-6}
     assert ModelSpec.model_validate({"preset": "hgnetv2_l"}).freeze_at == 0
+
+
+@torch.no_grad()
+def test_fan_equals_taos_code() -> None:
+    """Feature maps of TAO's RT-DETR fan_tiny (fixture written by benchmarks/fan_parity.py from TAO's code) for our
+    seeded weights, loaded there by name; float64, all four stages. Our state-dict names and shapes are TAO's, less
+    the class-token path that no output depends on."""
+    parity = _parity_script("fan_parity")
+    fixture = torch.load(parity.FIXTURE, weights_only=True)
+    ours = parity.seeded_backbone("tiny")
+    torch.testing.assert_close(parity.weights_sum(ours), fixture["weights_sum"], rtol=0, atol=1e-9)
+    used = {k: v for k, v in fixture["tao_shapes"].items() if not TAO_UNUSED_KEYS.match(k)}
+    assert {k: list(v.shape) for k, v in ours.state_dict().items()} == used
+    assert len(used) < len(fixture["tao_shapes"])
+    for got, expected in zip(ours(parity.fixture_input()), fixture["features"], strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("size", "ours", "tao"),
+    [
+        ("tiny", 7_715_648, 8_604_800),
+        ("small", 24_843_216, 28_390_992),
+        ("base", 48_299_392, 53_126_592),
+        ("large", 74_155_292, 79_695_932),
+    ],
+)
+def test_fan_parameter_counts_are_taos_less_the_class_token_path(size: str, ours: int, tao: int) -> None:
+    """All four stages; TAO's counts measured with TAO's code by benchmarks/fan_parity.py. The difference is the
+    class token, the final classifier norm and, in each of the two class-attention blocks, q/k/v/proj, the MLP and
+    gamma2: 24 d^2 + 23 d for width d."""
+    with torch.device("meta"):
+        backbone = FAN(size, return_idx=[0, 1, 2, 3])
+    assert sum(p.numel() for p in backbone.parameters()) == ours
+    d = FAN_ARCHS[size].embed_dim
+    assert tao - ours == 24 * d * d + 23 * d
+
+
+@pytest.mark.parametrize("prefix", ["", "model.backbone."])
+def test_taos_fan_backbone_weights_load(tmp_path, prefix: str) -> None:
+    """TAO's FAN backbone layout (its names and shapes from the fixture, bare or under ``model.backbone.``, the two
+    layouts TAO's RT-DETR reads as pretrained_backbone_path) fills every backbone tensor through
+    model.pretrained_backbone_path; only the class-token path is reported as not in the model."""
+    parity = _parity_script("fan_parity")
+    tao_shapes = torch.load(parity.FIXTURE, weights_only=True)["tao_shapes"]
+    source = parity.seeded_backbone("tiny").float().state_dict()
+    state = {k: source[k] if k in source else torch.randn(shape) for k, shape in tao_shapes.items()}
+    path = tmp_path / "fan_tiny_tao.pth"
+    torch.save({prefix + k: v for k, v in state.items()}, path)
+    stages = {"return_interm_indices": [0, 1, 2, 3], "feat_strides": [4, 8, 16, 32], "feat_channels": [32] * 4}
+    spec = {
+        **TINY_MODEL,
+        **stages,
+        "preset": None,
+        "backbone": "fan_tiny",
+        "freeze_norm": False,
+        "num_feature_levels": 4,
+    }
+    model = build_model(spec, num_classes=3)
+    report = load_backbone_weights(model, path)
+    assert not report.missing and not report.skipped, report.summary()
+    assert sorted(report.unexpected) == sorted(f"backbone.{k}" for k in tao_shapes if TAO_UNUSED_KEYS.match(k))
+    for key, value in source.items():
+        torch.testing.assert_close(model.backbone.state_dict()[key], value, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
@@ -123,8 +189,8 @@ def test_timm_backbones_load_timm_checkpoints_and_equal_timm(
         torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 
-def test_fan_and_unknown_backbones_are_one_line_errors(tmp_path, capsys) -> None:
-    for name in ("fan_tiny", "resnet_19"):
+def test_unknown_backbones_are_one_line_errors(tmp_path, capsys) -> None:
+    for name in ("fan_medium", "resnet_19"):
         spec = tmp_path / f"{name}.yaml"
         spec.write_text(yaml.safe_dump({"model": {"backbone": name}}))
         assert main(["train", "-e", str(spec), "--dry-run"]) == 2
@@ -144,7 +210,30 @@ def test_timm_freeze_at_freezes_the_stem_and_early_stages() -> None:
     assert frozen == {"stem_0", "stem_1", "stages_0"} and trainable == {"stages_1", "stages_2", "stages_3"}
 
 
-FAST_FAMILIES = ["hgnetv2_l", "efficientvit_b0", "timm:mobilenetv3_small_050"]
+def test_fan_freeze_at_freezes_the_stem_and_early_stages() -> None:
+    """Stages 0 and 1 are the ConvNeXt stages; stage 2 the patch projection, position embedding and FAN blocks up to
+    out_index (18 for large); stage 3 the remaining blocks, class-attention norms and the stride-2 conv; the output
+    norms stay trainable."""
+    from rtdetr_tao.model.backbone import FrozenBatchNorm2d
+
+    with torch.device("meta"):
+        two = FAN("large", return_idx=[1, 2, 3], freeze_at=2, freeze_norm=True)
+        three = FAN("large", return_idx=[1, 2, 3], freeze_at=3)
+
+    def frozen(model: FAN) -> list[bool]:
+        return [not p.requires_grad for p in model.parameters()]
+
+    def inside(model: FAN, prefixes: tuple[str, ...]) -> list[bool]:
+        return [name.startswith(prefixes) for name, _ in model.named_parameters()]
+
+    assert frozen(two) == inside(two, ("patch_embed.backbone.",))
+    stage2 = ("patch_embed.", "pos_embed.", *(f"blocks.{i}." for i in range(19)))
+    assert frozen(three) == inside(three, stage2)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in two.modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in three.modules())
+
+
+FAST_FAMILIES = ["hgnetv2_l", "efficientvit_b0", "fan_tiny", "timm:mobilenetv3_small_050"]
 SLOW_FAMILIES = ["convnext_tiny", "efficientvit_l0", "hgnetv2_x", "timm:hgnetv2_b0"]
 
 
@@ -193,7 +282,7 @@ def test_each_family_trains_evaluates_and_exports(tmp_path, shapes, backbone: st
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("backbone", ["hgnetv2_l", "efficientvit_b0", "timm:mobilenetv3_small_050"])
+@pytest.mark.parametrize("backbone", ["hgnetv2_l", "efficientvit_b0", "fan_tiny", "timm:mobilenetv3_small_050"])
 def test_optimize_for_inference_keeps_each_familys_outputs(backbone: str) -> None:
     """Folding touches only conv → norm pairs it can prove adjacent: HGNetv2's are all folded, timm modules that
     merely have ``conv`` and ``norm`` / ``bn`` children (BatchNormAct2d: an activation inside) are left alone."""

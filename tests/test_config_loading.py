@@ -120,7 +120,7 @@ def test_derived_values():
         ("train:\n  num_epochs: ten\n", [], "train.num_epochs: Input should be a valid integer"),
         ("train:\n  optim:\n    lr: 5.0\n", [], "train.optim.lr: Input should be less than or equal to 1 (got 5.0)"),
         ("train:\n  precision: fp64\n", [], "train.precision: Input should be 'fp32', 'fp16' or 'bf16' (got 'fp64')"),
-        ("model:\n  backbone: fan_small\n", [], "model.backbone: 'fan_small': TAO's FAN backbones are not implemented"),
+        ("model:\n  backbone: fan_medium\n", [], "model.backbone: 'fan_medium': unknown backbone; use one of"),
         ("model:\n  num_points: [4, 4]\n", [], "model.num_points [4, 4] needs one entry per feature level"),
         ("dataset:\n  augmentation:\n    eval_spatial_size: [600, 640]\n", [], "multiples of 32"),
         ("train:\n  num_gpus: 2\n  gpu_ids: [0]\n", [], "train.gpu_ids [0] must list num_gpus=2 devices"),

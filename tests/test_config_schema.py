@@ -171,7 +171,7 @@ def test_bounds_agree_between_pydantic_and_schema(key, value):
         {"train": {"optim": {"optimizer": "Adam"}}},
         {"model": {"cross_attn_method": "nearest"}},
         {"train": {"num_epoch": 3}},
-        {"model": {"backbone": "fan_small"}},
+        {"model": {"backbone": "fan_medium"}},
         {"dataset": {"train_data_sources": [{"image_dir": "/x"}]}},
     ],
 )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from rtdetr_tao.config import load_spec
 from rtdetr_tao.config.backbones import BACKBONES
+from rtdetr_tao.model.build import build_model
 
 S3_TRAIN = "s3://bucket/data/train"
 S3_EVAL = "s3://bucket/data/eval"
@@ -25,15 +27,14 @@ CALIB_SOURCES = (
 )
 CHECKPOINT = "/results/train_job/results_dir/model_epoch_000.pth"
 ONNX_FILE = "/results/export_job/results_dir/rtdetr.onnx"
-BACKBONE = "model.backbone=resnet_50"  # TAO's fan_small is not implemented (tests/test_backbones.py)
 
-# Each TAO reference spec with only its data paths ("???" paths included) and its unsupported backbone overridden.
+# Each TAO reference spec (backbone fan_small) with only its data paths ("???" paths included) overridden.
 TAO_SPECS = {
-    "train.yaml": ("train", [TRAIN_SOURCES, VAL_SOURCES, BACKBONE, "model.pretrained_backbone_path=/ptm/r50.pth"]),
+    "train.yaml": ("train", [TRAIN_SOURCES, VAL_SOURCES, "model.pretrained_backbone_path=/ptm/fan.pth"]),
     "train_rectangle.yaml": ("train", [TRAIN_SOURCES, VAL_SOURCES, "model.pretrained_backbone_path=/ptm/r50.pth"]),
-    "evaluate.yaml": ("evaluate", [TEST_SOURCES, BACKBONE, f"evaluate.checkpoint={CHECKPOINT}"]),
-    "export.yaml": ("export", [BACKBONE, f"export.checkpoint={CHECKPOINT}", f"export.onnx_file={ONNX_FILE}"]),
-    "inference.yaml": ("inference", [INFER_SOURCES, BACKBONE, f"inference.checkpoint={CHECKPOINT}"]),
+    "evaluate.yaml": ("evaluate", [TEST_SOURCES, f"evaluate.checkpoint={CHECKPOINT}"]),
+    "export.yaml": ("export", [f"export.checkpoint={CHECKPOINT}", f"export.onnx_file={ONNX_FILE}"]),
+    "inference.yaml": ("inference", [INFER_SOURCES, f"inference.checkpoint={CHECKPOINT}"]),
     # quantize.yaml's `num_classes: ??` is a plain string placeholder (not TAO's ???), so it needs a value too.
     "quantize.yaml": ("quantize", [CALIB_SOURCES, f"quantize.model_path={CHECKPOINT}", "dataset.num_classes=80"]),
     "distill.yaml": (
@@ -48,16 +49,15 @@ TAO_SPECS = {
     "deploy_gen_trt_engine.yaml": (
         "gen_trt_engine",
         [
-            BACKBONE,
-            "model.pretrained_backbone_path=/ptm/r50.pth",
+            "model.pretrained_backbone_path=/ptm/fan.pth",
             f"gen_trt_engine.onnx_file={ONNX_FILE}",
             "gen_trt_engine.trt_engine=/results/model.engine",
             "gen_trt_engine.tensorrt.calibration.cal_image_dir=[/cal]",
             "gen_trt_engine.tensorrt.calibration.cal_cache_file=/results/cal.bin",
         ],
     ),
-    "deploy_evaluate.yaml": ("deploy_evaluate", [TEST_SOURCES, BACKBONE, "evaluate.trt_engine=/results/model.engine"]),
-    "deploy_infer.yaml": ("deploy_inference", [INFER_SOURCES, BACKBONE, "inference.trt_engine=/results/model.engine"]),
+    "deploy_evaluate.yaml": ("deploy_evaluate", [TEST_SOURCES, "evaluate.trt_engine=/results/model.engine"]),
+    "deploy_infer.yaml": ("deploy_inference", [INFER_SOURCES, "inference.trt_engine=/results/model.engine"]),
 }
 
 
@@ -69,6 +69,19 @@ def test_every_reference_spec_is_covered(tao_specs_dir):
 def test_tao_train_spec_takes_each_tao_backbone(tao_specs_dir, backbone):
     overrides = [TRAIN_SOURCES, VAL_SOURCES, f"model.backbone={backbone}", "model.pretrained_backbone_path=/ptm/b.pth"]
     assert load_spec(tao_specs_dir / "train.yaml", overrides, action="train").spec.model.backbone == backbone
+
+
+def test_tao_train_spec_builds_its_fan_small_detector(tao_specs_dir):
+    """TAO's train.yaml as it is (model.backbone fan_small, return_interm_indices [1, 2, 3]) builds the detector with
+    FAN-small's stride-8/16/32 maps (256 / 384 / 768 channels) feeding the encoder."""
+    action, overrides = TAO_SPECS["train.yaml"]
+    spec = load_spec(tao_specs_dir / "train.yaml", overrides, action=action).spec
+    model_spec = spec.model.model_copy(update={"pretrained_backbone_path": None})  # /ptm/fan.pth does not exist
+    with torch.device("meta"):
+        model = build_model(model_spec, spec.dataset.num_classes)
+    assert spec.model.backbone == "fan_small"
+    assert (model.backbone.out_channels, model.backbone.out_strides) == ([256, 384, 768], [8, 16, 32])
+    assert [proj.conv.in_channels for proj in model.encoder.input_proj] == [256, 384, 768]
 
 
 @pytest.mark.parametrize("name", sorted(TAO_SPECS))

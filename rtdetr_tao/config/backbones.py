@@ -22,10 +22,10 @@ class BackboneEntry:
     """One ``model.backbone`` value.
 
     ``family``: key of the builder in :data:`rtdetr_tao.model.build.BACKBONE_FAMILIES`.
-    ``arch``: the family's architecture name (ResNet depth, HGNetv2 size, timm model name).
+    ``arch``: the family's architecture name (ResNet depth, HGNetv2 or FAN size, timm model name).
     ``channels``: output channels of stages 0..3 (strides 4, 8, 16, 32); None: known once built (``timm:*``).
     ``lr_backbone``: RT-DETRv2's backbone learning rate for it (paper Table 1 / the official configs).
-    ``kwargs``: architecture arguments passed to the family's builder (timm model arguments).
+    ``kwargs``: architecture arguments passed to the family's builder (timm model arguments, FAN's drop path).
     """
 
     family: str
@@ -37,6 +37,12 @@ class BackboneEntry:
 
 def _timm(arch: str, channels: tuple[int, int, int, int], **kwargs: Any) -> BackboneEntry:
     return BackboneEntry("timm", arch, channels, kwargs=kwargs)
+
+
+def _fan(size: str, embed_dim: int) -> BackboneEntry:
+    # stage 2 is the FAN tokens (embed_dim wide), stage 3 TAO's 768-channel stride-2 conv of the last tokens;
+    # TAO's RT-DETR trains every FAN block with stochastic depth 0.3
+    return BackboneEntry("fan", size, (128, 256, embed_dim, 768), kwargs={"drop_path": 0.3})
 
 
 BACKBONES: dict[str, BackboneEntry] = {
@@ -64,23 +70,20 @@ BACKBONES: dict[str, BackboneEntry] = {
     "efficientvit_l1": _timm("efficientvit_l1", (64, 128, 256, 512)),
     "efficientvit_l2": _timm("efficientvit_l2", (64, 128, 256, 512)),
     "efficientvit_l3": _timm("efficientvit_l3", (128, 256, 512, 1024)),
+    # TAO's FAN-hybrid values (fan_{tiny_8,small_12,base_16,large_16}_p4_hybrid), built by rtdetr_tao (model/fan.py)
+    "fan_tiny": _fan("tiny", 192),
+    "fan_small": _fan("small", 384),
+    "fan_base": _fan("base", 448),
+    "fan_large": _fan("large", 480),
 }
 """Every named backbone; ``timm:<name>`` values are validated when the model is built."""
-
-UNSUPPORTED_TAO_BACKBONES = ("fan_tiny", "fan_small", "fan_base", "fan_large")
-"""TAO backbone values rtdetr_tao refuses: FAN (Fully Attentional Networks) is not in timm and not implemented."""
 
 
 def check_backbone(name: str) -> str:
     """``name`` if ``model.backbone`` accepts it, else ValueError naming the supported values."""
     if name in BACKBONES or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX)):
         return name
-    why = (
-        "TAO's FAN backbones are not implemented in rtdetr_tao"
-        if name in UNSUPPORTED_TAO_BACKBONES
-        else "unknown backbone"
-    )
-    raise ValueError(f"{name!r}: {why}; use one of {', '.join(BACKBONES)} or timm:<timm model name>")
+    raise ValueError(f"{name!r}: unknown backbone; use one of {', '.join(BACKBONES)} or timm:<timm model name>")
 
 
 def backbone_entry(name: str) -> BackboneEntry:

@@ -87,8 +87,8 @@ class ModelSpec(Section):
     backbone: str = spec_field(
         "resnet_50",
         description="Backbone: resnet_18/34/50/101 (ResNet-vd), hgnetv2_l/x/h (official RT-DETRv2 HGNetv2), "
-        "convnext_tiny/small/base/large/xlarge, efficientvit_b0..b3 / l0..l3 (timm), or timm:<timm model name> "
-        "(any timm model with features_only). TAO's fan_* backbones are not supported.",
+        "convnext_tiny/small/base/large/xlarge, efficientvit_b0..b3 / l0..l3 (timm), fan_tiny/small/base/large (TAO's "
+        "FAN hybrids), or timm:<timm model name> (any timm model with features_only).",
         automl=False,
         schema_extra={"examples": list(BACKBONES)},
     )

@@ -33,6 +33,12 @@ def _hgnetv2(entry: BackboneEntry, spec: ModelSpec) -> nn.Module:
     return HGNetv2(entry.arch, spec.return_interm_indices, spec.freeze_at, spec.freeze_norm)
 
 
+def _fan(entry: BackboneEntry, spec: ModelSpec) -> nn.Module:
+    from .fan import FAN
+
+    return FAN(entry.arch, spec.return_interm_indices, spec.freeze_at, spec.freeze_norm, **entry.kwargs)
+
+
 def _timm(entry: BackboneEntry, spec: ModelSpec) -> nn.Module:
     from .timm_backbone import TimmBackbone
 
@@ -42,6 +48,7 @@ def _timm(entry: BackboneEntry, spec: ModelSpec) -> nn.Module:
 BACKBONE_FAMILIES: dict[str, Callable[[BackboneEntry, ModelSpec], nn.Module]] = {
     "resnet": _resnet,
     "hgnetv2": _hgnetv2,
+    "fan": _fan,
     "timm": _timm,
 }
 """Builder of each backbone family of :data:`rtdetr_tao.config.backbones.BACKBONES`; each returns a module with
