@@ -754,9 +754,9 @@ def o_cli(spec, paths, monkeypatch, tmp):
 
 
 def o_dirs(spec, paths, monkeypatch, tmp):
-    from rtdetr_tao.config.experiment import ACTIONS
+    from rtdetr_tao.commands import SPEC_ACTIONS
 
-    return {action: spec.action_dir(action) for action in ACTIONS}
+    return {action: spec.action_dir(action) for action in SPEC_ACTIONS}
 
 
 def o_evaluate(part: str):
