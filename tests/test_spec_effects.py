@@ -818,7 +818,10 @@ def _files(folder: Path) -> dict[str, str]:
 
 def o_deploy(part: str):
     def observer(spec, paths, monkeypatch, tmp):
+        from rtdetr_tao.config.loader import check_action
+
         spec = _fresh(spec, tmp)
+        check_action(spec, f"deploy_{part}", "spec")  # as the CLI does when it loads the spec
         if part == "evaluate":
             from rtdetr_deploy.actions import evaluate
 

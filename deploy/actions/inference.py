@@ -13,7 +13,6 @@ from pathlib import Path
 from rtdetr_tao.config import ExperimentSpec
 from rtdetr_tao.data.preprocess import load_rgb, named_images
 from rtdetr_tao.data.video import split_media
-from rtdetr_tao.errors import SpecError
 from rtdetr_tao.outputs.classmap import read_classmap
 from rtdetr_tao.outputs.inference import InferenceWriter
 from rtdetr_tao.outputs.job import job_outputs
@@ -27,10 +26,6 @@ from ..runtime import open_backend
 def run(spec: ExperimentSpec) -> Path:
     """Run ``inference.trt_engine`` (an engine or .onnx) over the inference images; returns the output folder."""
     cfg, source = spec.inference, spec.dataset.infer_data_sources
-    if not cfg.trt_engine:
-        raise SpecError("inference.trt_engine is not set; give the .engine (or .onnx) to run")
-    if source is None:
-        raise SpecError("dataset.infer_data_sources is not set; give {image_dir: [...]} with the images")
     batch = spec.batch_size_for("deploy_inference")
     with job_outputs(spec, "deploy_inference") as job:
         backend = open_backend(cfg.trt_engine, max_batch=batch)

@@ -20,7 +20,6 @@ from ..data.preprocess import load_rgb
 from ..data.video import split_media
 from ..engine.restore import load_trained_model
 from ..engine.setup import start_job
-from ..errors import SpecError
 from ..eval.postprocess import postprocess
 from ..outputs.classmap import read_classmap
 from ..outputs.inference import InferenceWriter
@@ -32,10 +31,6 @@ from ..predictor import Predictor
 def run(spec: ExperimentSpec) -> Path:
     """Run ``inference.checkpoint`` over the inference images and videos; returns the output folder."""
     cfg, source = spec.inference, spec.dataset.infer_data_sources
-    if not cfg.checkpoint:
-        raise SpecError("inference.checkpoint is not set; give the .pth or .onnx to run")
-    if source is None:
-        raise SpecError("dataset.infer_data_sources is not set; give {image_dir: [...]} with the images")
     if Path(cfg.checkpoint).suffix == ".onnx":
         from rtdetr_deploy.actions import inference as deploy_inference
 
