@@ -1,8 +1,9 @@
-"""``rtdetr <action> -e spec.yaml [key=value ...]``: the command line.
+"""``rtdetr <action> -e spec.yaml [key=value ...]``: the command line (also ``rtdetr-deploy``'s).
 
-One job per call: load the spec (file, then dotted overrides, then validation), then hand the
-frozen spec to ``rtdetr_tao.actions.<action>.run``. User errors print one line and exit 2;
-``--debug`` adds the traceback. ``--dry-run`` prints the resolved spec and runs nothing.
+One job per call: load the spec (file, then dotted overrides, then validation, then the action's required keys
+and rules), then hand the frozen spec to the ``run`` of the action's module. The actions and what each needs are
+declared in :mod:`rtdetr_tao.commands`. User errors print one line and exit 2; ``--debug`` adds the
+traceback. ``--dry-run`` prints the resolved spec and runs nothing.
 """
 
 from __future__ import annotations
@@ -15,38 +16,12 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import yaml
 
 from . import __version__, relay
+from .commands import ACTIONS, Action, commands
 from .errors import RTDETRError
-
-
-@dataclass(frozen=True)
-class Action:
-    """A CLI action: the module whose ``run(spec)`` does the work, and the spec action it validates for."""
-
-    module: str
-    spec_action: str
-    help: str
-    distributed: bool = False  # train.num_gpus / num_nodes / WORLD_SIZE relaunch it through torchrun
-
-
-RTDETR_ACTIONS: dict[str, Action] = {
-    "train": Action("rtdetr_tao.actions.train", "train", "Train a model.", distributed=True),
-    "evaluate": Action("rtdetr_tao.actions.evaluate", "evaluate", "COCO metrics of a checkpoint."),
-    "inference": Action("rtdetr_tao.actions.inference", "inference", "Detections on images."),
-    "export": Action("rtdetr_tao.actions.export", "export", "Export a checkpoint to ONNX."),
-    "quantize": Action("rtdetr_tao.actions.quantize", "quantize", "Post-training quantization (ModelOpt)."),
-    "distill": Action(
-        "rtdetr_tao.actions.distill", "distill", "Train a student from a frozen teacher.", distributed=True
-    ),
-    "automl": Action("rtdetr_tao.actions.automl", "automl", "Hyper-parameter search (trials are train runs)."),
-    "default_specs": Action(
-        "rtdetr_tao.actions.default_specs", "default_specs", "Write spec templates and JSON schemas."
-    ),
-}
 
 
 class _ArgumentError(RTDETRError):
@@ -58,12 +33,12 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(f"{message} (see {self.prog} --help)")
 
 
-def run_cli(prog: str, actions: dict[str, Action], argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the action, and turn every error into one line and an exit code."""
+def run_cli(prog: str, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the action of ``prog`` it names, and turn every error into one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        code = _run(prog, actions, argv)
+        code = _run(prog, commands(prog), argv)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at interpreter exit
         return code
     except RTDETRError as exc:
@@ -98,7 +73,7 @@ def _silence_stdout() -> None:
         pass
 
 
-def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
+def _run(prog: str, actions: dict[str, str], argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_overview(prog, actions))
         return 0
@@ -117,20 +92,22 @@ def _run(prog: str, actions: dict[str, Action], argv: list[str]) -> int:
         close = difflib.get_close_matches(name, list(actions), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise _ArgumentError(f"unknown action '{name}'; {hint}actions: {', '.join(actions)}")
-    action = actions[name]
+    declared = actions[name]  # the action's name in ACTIONS (rtdetr-deploy's evaluate is deploy_evaluate)
+    action = ACTIONS[declared]
     args = _action_parser(prog, name, action).parse_args(rest)
     _setup_logging(args.debug)
-    if action.spec_action == "default_specs":
+    if not action.sections:  # no experiment spec: the module's main reads what it needs
         module = importlib.import_module(action.module)
-        return int(module.main(args.spec, args.overrides, check=args.check, skill=args.skill) or 0)
+        flags = {flag: getattr(args, flag) for flag, _ in action.flags}
+        return int(module.main(args.spec, args.overrides, **flags) or 0)
 
     from .config import load_spec
 
-    loaded = load_spec(args.spec, args.overrides, action=action.spec_action)
+    loaded = load_spec(args.spec, args.overrides, action=declared)
     log = logging.getLogger(f"{prog}.{name}")
     for warning in loaded.warnings:
         log.warning(warning)
-    if args.dry_run or (action.spec_action in ("train", "distill") and loaded.spec.train.is_dry_run):
+    if args.dry_run or (action.distributed and loaded.spec.train.is_dry_run):
         print(yaml.safe_dump(loaded.spec.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     if action.distributed:
@@ -167,7 +144,7 @@ def _action_parser(prog: str, name: str, action: Action) -> _Parser:
         description=action.help,
         epilog="Overrides are dotted keys with YAML values, e.g. train.num_epochs=10 'train.gpu_ids=[0,1]'.",
     )
-    required = action.spec_action != "default_specs"
+    required = bool(action.sections)
     parser.add_argument(
         "-e",
         "--experiment_spec_file",
@@ -179,18 +156,15 @@ def _action_parser(prog: str, name: str, action: Action) -> _Parser:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Dotted-key overrides.")
     parser.add_argument("--dry-run", action="store_true", help="Print the resolved spec and exit.")
     parser.add_argument("--debug", action="store_true", help="Debug logging and tracebacks.")
-    if action.spec_action == "default_specs":
-        parser.add_argument("--check", action="store_true", help="Fail if the files differ instead of writing.")
-        parser.add_argument(
-            "--skill", action="store_true", help="Write TAO's skill-bank layout (for TAO's AutoML runner) instead."
-        )
+    for flag, text in action.flags:
+        parser.add_argument(f"--{flag}", action="store_true", help=text)
     return parser
 
 
-def _overview(prog: str, actions: dict[str, Action]) -> str:
+def _overview(prog: str, actions: dict[str, str]) -> str:
     width = max(map(len, actions))
     lines = [f"usage: {prog} <action> -e spec.yaml [key=value ...] [--dry-run] [--debug]", "", "actions:"]
-    lines += [f"  {name:<{width}}  {action.help}" for name, action in actions.items()]
+    lines += [f"  {verb:<{width}}  {ACTIONS[name].help}" for verb, name in actions.items()]
     if prog == "rtdetr":
         lines += ["", f"{prog} weights list: named pretrained weights (catalog names work as weights paths)."]
     lines += ["", f"'{prog} <action> --help' for an action's options."]
@@ -208,7 +182,7 @@ def _setup_logging(debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rtdetr`` console script."""
-    return run_cli("rtdetr", RTDETR_ACTIONS, argv)
+    return run_cli("rtdetr", argv)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from rtdetr_tao.automl.space import build_space, dependencies, sample_overrides
 from rtdetr_tao.automl.study import STALE_S, Search
 from rtdetr_tao.automl.trials import TrialOutcome, run_trial
 from rtdetr_tao.cli import main
+from rtdetr_tao.commands import ACTIONS
 from rtdetr_tao.config import ExperimentSpec, load_spec
-from rtdetr_tao.config.experiment import ACTION_SECTIONS, get_path
+from rtdetr_tao.config.experiment import get_path
 from rtdetr_tao.data.synthetic import write_split
 from rtdetr_tao.errors import DependencyError, SpecError, TrainingError
 from rtdetr_tao.outputs.status import StatusLogger
@@ -78,7 +79,7 @@ def _fallback_range(key: str) -> dict[str, list[float]]:
 SEARCHABLE = sorted(
     key
     for key in _leaves(SCHEMA)
-    if key.split(".")[0] in ACTION_SECTIONS["train"]
+    if key.split(".")[0] in ACTIONS["train"].sections
     and key not in SCHEMA["automl_disabled_parameters"]
     and _searchable(key)
 )
@@ -138,7 +139,7 @@ def test_only_keys_without_a_numeric_or_choice_type_are_left_out() -> None:
     left_out = [
         key
         for key in _leaves(SCHEMA)
-        if key.split(".")[0] in ACTION_SECTIONS["train"]
+        if key.split(".")[0] in ACTIONS["train"].sections
         and key not in SCHEMA["automl_disabled_parameters"]
         and key not in SEARCHABLE
     ]

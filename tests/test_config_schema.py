@@ -10,7 +10,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtdetr_tao.config import ACTIONS, REQUIRED, ExperimentSpec, load_spec
+from rtdetr_tao.commands import ACTIONS, SPEC_ACTIONS
+from rtdetr_tao.config import ExperimentSpec, load_spec
 from rtdetr_tao.config.schema import action_schema, stale_files
 from rtdetr_tao.errors import SpecError
 
@@ -36,7 +37,7 @@ def test_committed_files_match_the_code(repo_root):
     assert not stale, f"regenerate with `rtdetr default_specs results_dir=.`: {stale}"
 
 
-@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize("action", SPEC_ACTIONS)
 def test_schema_is_valid_json_schema(repo_root, action):
     schema = json.loads((repo_root / "schemas" / f"{action}.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -46,7 +47,7 @@ def test_schema_is_valid_json_schema(repo_root, action):
 
 def test_manifest_lists_every_action(repo_root):
     manifest = json.loads((repo_root / "schemas" / "manifest.json").read_text())
-    assert set(manifest["actions"]) == set(ACTIONS)
+    assert set(manifest["actions"]) == set(SPEC_ACTIONS)
     for entry in manifest["actions"].values():
         assert (repo_root / "schemas" / entry["schema"]).is_file()
         assert (repo_root / "spec_templates" / entry["template"]).is_file()
@@ -75,14 +76,14 @@ def test_train_schema_carries_automl_metadata():
     assert schema["required"] == ["dataset"]
 
 
-@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize("action", SPEC_ACTIONS)
 def test_template_filled_in_validates_in_both(repo_root, action):
     """A template with its ??? filled validates in Pydantic and against the action's schema; unfilled, in neither."""
     template = repo_root / "spec_templates" / f"spec_template_{action}.yaml"
     data = yaml.safe_load(template.read_text())
     schema = action_schema(action)
     filled = _fill(data)
-    load_spec(template, [f"{k}={json.dumps(_get(filled, k))}" for k in REQUIRED[action]], action=action)
+    load_spec(template, [f"{k}={json.dumps(_get(filled, k))}" for k in ACTIONS[action].required], action=action)
     jsonschema.validate(filled, schema)
     with pytest.raises(SpecError, match="is required by|is '\\?\\?\\?'"):
         load_spec(template, action=action)

@@ -13,8 +13,9 @@ import pytest
 from layouts import moto_server
 from pydantic import ValidationError
 
+from rtdetr_tao.commands import SPEC_ACTIONS
 from rtdetr_tao.config import ExperimentSpec
-from rtdetr_tao.config.experiment import ACTIONS, get_path
+from rtdetr_tao.config.experiment import get_path
 from rtdetr_tao.config.paths import localize, path_keys
 from rtdetr_tao.config.schema import action_schema
 from rtdetr_tao.data.sources import resolve_image_dir
@@ -57,7 +58,7 @@ def _schema_keys(node: dict[str, Any], prefix: str = "") -> set[str]:
 
 def test_every_path_like_key_of_every_action_schema_is_declared() -> None:
     seen: set[str] = set()
-    for action in ACTIONS:
+    for action in SPEC_ACTIONS:
         seen |= {k for k in _schema_keys(action_schema(action)) if PATH_LIKE.search(k)}
     undeclared = sorted(seen - set(DECLARED) - set(NOT_A_PATH))
     assert not undeclared, f"declare these with spec_field(path=...): {undeclared}"

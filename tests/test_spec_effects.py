@@ -754,9 +754,9 @@ def o_cli(spec, paths, monkeypatch, tmp):
 
 
 def o_dirs(spec, paths, monkeypatch, tmp):
-    from rtdetr_tao.config.experiment import ACTIONS
+    from rtdetr_tao.commands import SPEC_ACTIONS
 
-    return {action: spec.action_dir(action) for action in ACTIONS}
+    return {action: spec.action_dir(action) for action in SPEC_ACTIONS}
 
 
 def o_evaluate(part: str):
@@ -818,7 +818,10 @@ def _files(folder: Path) -> dict[str, str]:
 
 def o_deploy(part: str):
     def observer(spec, paths, monkeypatch, tmp):
+        from rtdetr_tao.config.loader import check_action
+
         spec = _fresh(spec, tmp)
+        check_action(spec, f"deploy_{part}", "spec")  # as the CLI does when it loads the spec
         if part == "evaluate":
             from rtdetr_deploy.actions import evaluate
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from rtdetr_tao.cli import main as rtdetr
+from rtdetr_tao.commands import SPEC_ACTIONS
 from rtdetr_tao.config import load_spec
-from rtdetr_tao.config.experiment import ACTIONS
 from rtdetr_tao.config.schema import action_schema, find_node, schema_types
 from rtdetr_tao.config.tao_skill import SKILL_ACTIONS, skill_schema
 from rtdetr_tao.errors import SpecError
@@ -122,7 +122,7 @@ def test_tao_switches_we_do_not_build_are_one_line_errors(tmp_path: Path, key: s
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize("action", SPEC_ACTIONS)
 def test_tao_core_validate_jsonschema_accepts_our_default_spec(repo_root: Path, action: str) -> None:
     """tao-core's API validator reads only scalar anyOf branches and single types; our schemas suit it."""
     validation = pytest.importorskip("nvidia_tao_core.api_utils.json_schema_validation", reason=NEEDS)

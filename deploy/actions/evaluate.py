@@ -7,7 +7,6 @@ test image counts, also those left without detections by ``evaluate.conf_thresho
 from __future__ import annotations
 
 from rtdetr_tao.config import ExperimentSpec
-from rtdetr_tao.errors import SpecError
 from rtdetr_tao.eval.coco import CocoMetrics, coco_evaluation, coco_from_file
 from rtdetr_tao.outputs.job import job_outputs
 from rtdetr_tao.outputs.metrics import write_metrics
@@ -22,10 +21,6 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
     from rtdetr_tao.data.sources import resolve_file, resolve_image_dir
 
     cfg, source = spec.evaluate, spec.dataset.test_data_sources
-    if not cfg.trt_engine:
-        raise SpecError("evaluate.trt_engine is not set; give the .engine (or .onnx) to evaluate")
-    if source is None:
-        raise SpecError("dataset.test_data_sources is not set; give {image_dir, json_file} to evaluate on")
     batch = spec.batch_size_for("deploy_evaluate")
     with job_outputs(spec, "deploy_evaluate") as job:
         backend = open_backend(cfg.trt_engine, max_batch=batch)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from rtdetr_tao.config import ExperimentSpec
 from rtdetr_tao.data.preprocess import load_rgb, source_images, to_model_input
-from rtdetr_tao.errors import SpecError
 from rtdetr_tao.io import atomic_write_text
 from rtdetr_tao.metadata import read_metadata, sidecar_path
 from rtdetr_tao.outputs.job import job_outputs
@@ -37,8 +36,6 @@ def calibration_batches(spec: ExperimentSpec, input_size: tuple[int, int]) -> Ca
 def run(spec: ExperimentSpec) -> Path:
     """Build the engine; returns its path."""
     cfg = spec.gen_trt_engine
-    if not cfg.onnx_file or not cfg.trt_engine:
-        raise SpecError("gen_trt_engine.onnx_file and gen_trt_engine.trt_engine must both be set")
     onnx_path, engine_path = Path(cfg.onnx_file), Path(cfg.trt_engine)
     with job_outputs(spec, "gen_trt_engine") as job:
         metadata = read_metadata(onnx_path)

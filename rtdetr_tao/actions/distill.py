@@ -24,8 +24,6 @@ def _teacher(spec: ExperimentSpec) -> nn.Module:
     from ..model.weights import load_weights
 
     path = spec.distill.pretrained_teacher_model_path
-    if not path:
-        raise SpecError("distill.pretrained_teacher_model_path is not set; give the trained teacher's weights")
     teacher = build_model(spec.distill.teacher, spec.dataset.num_classes)
     report = load_weights(teacher, path)
     if not report.complete:

@@ -15,7 +15,6 @@ from ..config import ExperimentSpec
 from ..engine.predict import gather_predictions, predict
 from ..engine.restore import load_trained_model
 from ..engine.setup import start_job
-from ..errors import SpecError
 from ..eval.coco import CocoMetrics, coco_evaluation
 from ..outputs.metrics import write_metrics
 from ..outputs.report import write_report
@@ -28,8 +27,6 @@ def run(spec: ExperimentSpec) -> CocoMetrics:
     from ..data.loader import build_eval_loader
 
     cfg = spec.evaluate
-    if cfg.checkpoint is None:
-        raise SpecError("evaluate.checkpoint is not set; give the .pth (or weights directory) to evaluate")
     dataset = spec.dataset
     size = list(dataset.augmentation.eval_spatial_size)
     if cfg.input_height or cfg.input_width:

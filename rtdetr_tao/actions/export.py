@@ -54,10 +54,6 @@ def compare_sizes(trained, export_size: tuple[int, int], trained_size: tuple[int
 def run(spec: ExperimentSpec) -> Path:
     """Export ``export.checkpoint`` to ``export.onnx_file``; returns the ONNX path."""
     cfg = spec.export
-    if not cfg.checkpoint or not cfg.onnx_file:
-        raise SpecError(
-            "export.checkpoint and export.onnx_file must be set: the model to export and the .onnx to write"
-        )
     explicit = bool({"input_height", "input_width"} & cfg.model_fields_set)
     device = "cpu" if cfg.on_cpu or not torch.cuda.is_available() else f"cuda:{cfg.gpu_id}"
     train = spec.train  # export.on_cpu / gpu_id choose the device; seed and cuDNN switches as training's

@@ -19,7 +19,6 @@ from ..config import ExperimentSpec
 from ..data.preprocess import load_rgb
 from ..engine.restore import load_trained_model
 from ..engine.setup import start_job
-from ..errors import SpecError
 from ..eval.postprocess import postprocess
 from ..outputs.classmap import read_classmap
 from ..outputs.inference import InferenceWriter, write_inference
@@ -32,10 +31,6 @@ from ..runtime.inference import run_inference
 def run(spec: ExperimentSpec) -> Path:
     """Run ``inference.checkpoint`` over the inference images and videos; returns the output folder."""
     cfg, source = spec.inference, spec.dataset.infer_data_sources
-    if not cfg.checkpoint:
-        raise SpecError("inference.checkpoint is not set; give the .pth or .onnx to run")
-    if source is None:
-        raise SpecError("dataset.infer_data_sources is not set; give {image_dir: [...]} with the images")
     if Path(cfg.checkpoint).suffix == ".onnx":
         onnx_spec = spec.model_copy(update={"inference": cfg.model_copy(update={"trt_engine": cfg.checkpoint})})
         return run_inference(onnx_spec, onnx_spec.batch_size_for("deploy_inference"))

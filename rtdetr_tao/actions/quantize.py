@@ -59,11 +59,7 @@ def run(spec: ExperimentSpec) -> Path:
     from ..eval.coco import evaluate_coco
 
     cfg = spec.quantize
-    if not cfg.model_path:
-        raise SpecError("quantize.model_path is not set; give the trained .pth to quantize")
     calib = spec.dataset.quant_calibration_data_sources
-    if calib is None and cfg.backend == "modelopt":
-        raise SpecError("dataset.quant_calibration_data_sources is not set; give images for calibration")
     unused = sorted({"algorithm", "percentile", "calibration_batches", "backend_kwargs"} & cfg.model_fields_set)
     if cfg.backend == "torchao" and unused:
         log.warning("quantize.%s: not used by quantize.backend=torchao (no calibration)", ", quantize.".join(unused))

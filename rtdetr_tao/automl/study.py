@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
+from ..commands import ACTIONS
 from ..config import ExperimentSpec, load_spec
-from ..config.experiment import ACTION_SECTIONS, get_path
+from ..config.experiment import get_path
 from ..config.loader import apply_override
 from ..config.schema import action_schema
 from ..errors import RTDETRError, SpecError, require
@@ -79,10 +80,10 @@ class Search:
         self.spec, self.cfg, self.out_dir, self.status, self.runner = spec, spec.automl, out_dir, status, runner
         schema = action_schema("train")
         for key in self.cfg.parameters or ():
-            if key.split(".")[0] not in ACTION_SECTIONS["train"]:
+            if key.split(".")[0] not in ACTIONS["train"].sections:
                 raise SpecError(
                     f"automl.parameters: {key} is not read by rtdetr train, so searching it changes nothing; search "
-                    f"keys of {', '.join(s for s in ACTION_SECTIONS['train'] if s != 'results_dir')}"
+                    f"keys of {', '.join(s for s in ACTIONS['train'].sections if s != 'results_dir')}"
                 )
         self.params: list[Param] = build_space(
             schema, self.cfg.parameters, self.cfg.ranges, lambda key: get_path(spec, key)

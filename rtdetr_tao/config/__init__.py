@@ -4,7 +4,7 @@ from .automl import AutoMLSpec
 from .dataset import AugmentationSpec, CalibrationSource, DatasetSpec, DataSource, InferSource
 from .deploy import CalibrationSpec, GenTrtEngineSpec, TensorRTSpec
 from .distill import BindingSpec, DistillSpec
-from .experiment import ACTION_SECTIONS, ACTIONS, REQUIRED, ClearMLSpec, ExperimentSpec, WandBSpec
+from .experiment import ClearMLSpec, ExperimentSpec, WandBSpec
 from .loader import LoadedSpec, load_spec
 from .model import PRESETS, ModelSpec
 from .quantize import LayerQuantSpec, QuantizeSpec, TensorQuantSpec
@@ -13,9 +13,7 @@ from .train import SCALE_ADAPTIVE_LR_BACKBONE, CudnnSpec, EMASpec, OptimSpec, Tr
 
 __all__ = [
     "ACTIONS",
-    "ACTION_SECTIONS",
     "PRESETS",
-    "REQUIRED",
     "SCALE_ADAPTIVE_LR_BACKBONE",
     "AugmentationSpec",
     "AutoMLSpec",

@@ -1,12 +1,12 @@
-"""``ExperimentSpec``: the whole spec, the actions that read it, and what each action requires."""
+"""``ExperimentSpec``: the whole spec (the actions that read it: :mod:`rtdetr_tao.commands`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import model_validator
 
+from ..commands import ACTIONS, own_section
 from .automl import AutoMLSpec
 from .backbones import lr_backbone as official_lr_backbone
 from .dataset import DatasetSpec, resolve_batch_size
@@ -132,9 +132,9 @@ class ExperimentSpec(Section):
     def batch_size_for(self, action: str) -> int:
         """The batch size ``action`` runs with: its own section's ``batch_size`` (evaluate, inference and their
         deploy twins), else ``dataset.batch_size``, else AUTO_BATCH_SIZE, skipping every -1 (``resolve_batch_size``).
-        Training, distillation, quantization and AutoML refuse ``dataset.batch_size: -1`` (ACTION_RULES)."""
-        section = getattr(self, ACTION_SECTION.get(action, action), None)
-        own = getattr(section, "batch_size", -1) if action in BATCH_SECTIONS else -1
+        Training, distillation, quantization and AutoML refuse ``dataset.batch_size: -1`` (their actions' rules)."""
+        record = ACTIONS.get(action)
+        own = getattr(self, own_section(action)).batch_size if record and record.own_batch_size else -1
         return resolve_batch_size(own, self.dataset.batch_size)
 
     @property
@@ -149,77 +149,9 @@ class ExperimentSpec(Section):
 
     def action_dir(self, action: str) -> str:
         """``<action>.results_dir`` if the section sets one, else ``results_dir/<action>``."""
-        section = getattr(self, ACTION_SECTION.get(action, action), None)
+        section = getattr(self, own_section(action), None)
         own = getattr(section, "results_dir", None) if section is not None else None
         return own or f"{self.results_dir.rstrip('/')}/{action}"
-
-
-ACTIONS: dict[str, str] = {
-    "train": "Train a model.",
-    "evaluate": "COCO metrics of a checkpoint on dataset.test_data_sources.",
-    "inference": "Detections on images: annotated images, KITTI labels, COCO JSON.",
-    "export": "Export a checkpoint to ONNX.",
-    "quantize": "Post-training quantization with NVIDIA ModelOpt.",
-    "distill": "Train a student model from a frozen teacher.",
-    "automl": "Hyper-parameter search: trials are rtdetr train runs sampled from the train schema.",
-    "gen_trt_engine": "rtdetr-deploy: build a TensorRT engine from the ONNX file.",
-    "deploy_evaluate": "rtdetr-deploy evaluate: COCO metrics of an engine or ONNX file.",
-    "deploy_inference": "rtdetr-deploy inference: detections from an engine or ONNX file.",
-}
-"""Every action with a spec, in schema/template order."""
-
-ACTION_SECTION = {"deploy_evaluate": "evaluate", "deploy_inference": "inference"}
-"""Actions whose own section has another name."""
-
-BATCH_SECTIONS = ("evaluate", "inference", "deploy_evaluate", "deploy_inference")
-"""Actions whose own section's ``batch_size`` overrides ``dataset.batch_size``."""
-
-ACTION_SECTIONS: dict[str, tuple[str, ...]] = {
-    "train": ("results_dir", "wandb", "clearml", "model", "dataset", "train"),
-    "distill": ("results_dir", "wandb", "clearml", "model", "dataset", "train", "distill"),
-    "automl": ("results_dir", "wandb", "clearml", "model", "dataset", "train", "automl"),
-    "evaluate": ("results_dir", "model", "dataset", "evaluate"),
-    "inference": ("results_dir", "model", "dataset", "inference"),
-    "export": ("results_dir", "model", "dataset", "export"),
-    "quantize": ("results_dir", "model", "dataset", "quantize"),
-    "gen_trt_engine": ("results_dir", "dataset", "gen_trt_engine"),
-    "deploy_evaluate": ("results_dir", "dataset", "evaluate"),
-    "deploy_inference": ("results_dir", "dataset", "inference"),
-}
-"""The sections each action reads: what its spec template shows."""
-
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "train": ("dataset.train_data_sources",),
-    "distill": ("dataset.train_data_sources", "distill.pretrained_teacher_model_path"),
-    "automl": ("dataset.train_data_sources", "dataset.val_data_sources"),
-    "evaluate": ("evaluate.checkpoint", "dataset.test_data_sources"),
-    "inference": ("inference.checkpoint", "dataset.infer_data_sources"),
-    "export": ("export.checkpoint", "export.onnx_file"),
-    "quantize": ("quantize.model_path", "dataset.quant_calibration_data_sources"),
-    "gen_trt_engine": ("gen_trt_engine.onnx_file", "gen_trt_engine.trt_engine"),
-    "deploy_evaluate": ("evaluate.trt_engine", "dataset.test_data_sources"),
-    "deploy_inference": ("inference.trt_engine", "dataset.infer_data_sources"),
-}
-"""Keys an action cannot run without (``???`` in its template, ``required`` in its schema)."""
-
-
-def _positive_batch(spec: ExperimentSpec) -> str | None:
-    if spec.dataset.batch_size < 1:
-        return "dataset.batch_size=-1 is only for evaluate, inference and deploy; set a positive batch size"
-    return None
-
-
-def _distill_section(spec: ExperimentSpec) -> str | None:
-    return None if spec.distill is not None else "the spec has no 'distill' section"
-
-
-ACTION_RULES: dict[str, tuple[Callable[[ExperimentSpec], str | None], ...]] = {
-    "train": (_positive_batch,),
-    "distill": (_positive_batch, _distill_section),
-    "quantize": (_positive_batch,),
-    "automl": (_positive_batch,),
-}
-"""Further checks an action needs beyond REQUIRED; each returns an error message or None."""
 
 
 def get_path(spec: Any, dotted: str) -> Any:

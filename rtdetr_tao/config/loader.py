@@ -4,9 +4,10 @@ Every problem becomes one :class:`~rtdetr_tao.errors.SpecError` line that names 
 override, the dotted key, the bad value and what would be accepted.
 
 ``???`` (TAO's "you must fill this in") marks a key as missing: it takes its default, and an
-action that needs it (``REQUIRED``) refuses to run and says which key to set. ``''`` is TAO's "unset"
-(its generated specs write it for every path they leave empty, e.g. an unused ``test_data_sources``):
-the key takes its default, and a section whose values are all ``''`` is unset as a whole.
+action that needs it (its ``required`` in :mod:`rtdetr_tao.commands`) refuses to run and says which
+key to set. ``''`` is TAO's "unset" (its generated specs write it for every path they leave empty, e.g. an
+unused ``test_data_sources``): the key takes its default, and a section whose values are all ``''`` is unset
+as a whole.
 
 Limits (a spec is a few hundred values; these only stop hostile or broken input): a spec file holds at most
 ``MAX_SPEC_BYTES``; after YAML aliases and ``${...}`` references are expanded, the spec holds at most
@@ -26,9 +27,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..commands import ACTIONS, Action
 from ..errors import SpecError
 from .compat import compatibility_warnings
-from .experiment import ACTION_RULES, REQUIRED, ExperimentSpec, get_path
+from .experiment import ExperimentSpec, get_path
 from .fields import MISSING
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
@@ -38,6 +40,8 @@ MAX_SPEC_NODES = 100_000
 MAX_STRING_CHARS = 65_536
 MAX_REFERENCE_DEPTH = 32
 MAX_NESTING = 64
+
+_NO_ACTION = Action("", "", help="")  # what an undeclared action needs: nothing
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def load_spec(
     warnings: list[str] = compatibility_warnings(spec, source) if isinstance(spec, ExperimentSpec) else []
     if action is not None:
         check_action(spec, action, source, missing)
-        required = set(REQUIRED.get(action, ()))
+        required = set(ACTIONS.get(action, _NO_ACTION).required)
         warnings += [
             f"{source}: {key} is '???' and keeps its default ({action} does not need it)"
             for key in missing
@@ -309,13 +313,14 @@ def _is_missing_tree(value: Any) -> bool:
 def check_action(spec: ExperimentSpec, action: str, source: str, missing: list[str] | tuple[str, ...] = ()) -> None:
     """Raise :class:`SpecError` when ``spec`` lacks what ``action`` needs."""
     problems = []
-    for key in REQUIRED.get(action, ()):
+    record = ACTIONS.get(action, _NO_ACTION)
+    for key in record.required:
         if get_path(spec, key) is None:
             how = "it is '???'" if key in missing else "it is not set"
             problems.append(
                 f"{key} is required by {action.replace('_', ' ')} but {how}; set it in the spec or pass {key}=..."
             )
-    for rule in ACTION_RULES.get(action, ()):
+    for rule in record.rules:
         message = rule(spec)
         if message:
             problems.append(message)

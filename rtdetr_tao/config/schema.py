@@ -34,19 +34,12 @@ from typing import Any
 
 import yaml
 
+from ..commands import ACTIONS, SPEC_ACTIONS
 from .compat import mark_schema
-from .experiment import ACTION_SECTIONS, ACTIONS, REQUIRED, ExperimentSpec
+from .experiment import ExperimentSpec
 from .fields import MISSING
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-DEPLOY_ACTIONS = {"gen_trt_engine": "gen_trt_engine", "deploy_evaluate": "evaluate", "deploy_inference": "inference"}
-
-
-def command_for(action: str) -> str:
-    """The command line that runs ``action``."""
-    if action in DEPLOY_ACTIONS:
-        return f"rtdetr-deploy {DEPLOY_ACTIONS[action]}"
-    return f"rtdetr {action}"
 
 
 def base_schema() -> dict[str, Any]:
@@ -61,15 +54,15 @@ def base_schema() -> dict[str, Any]:
 def action_schema(action: str) -> dict[str, Any]:
     """The schema of ``action``: the whole spec, with what the action needs marked required."""
     schema = base_schema()
-    for dotted in REQUIRED.get(action, ()):
+    for dotted in ACTIONS[action].required:
         _mark_required(schema, dotted.split("."))
     defaults = action_defaults(action, sections=None)
     automl_on, automl_off = _automl_lists(schema["properties"], "")
     popular = _popular(schema["properties"])
     out: dict[str, Any] = {
         "$schema": SCHEMA_DIALECT,
-        "title": f"{command_for(action)} spec",
-        "description": ACTIONS[action],
+        "title": f"{ACTIONS[action].command} spec",
+        "description": ACTIONS[action].description,
         **{k: v for k, v in schema.items() if k not in ("title", "description")},
         "default": without_nulls(defaults),
         "automl_default_parameters": automl_on,
@@ -131,7 +124,7 @@ def action_defaults(action: str, sections: tuple[str, ...] | None) -> dict[str, 
     for key, value in values.items():
         if value is None and "properties" in props[key]:
             values[key] = _object_defaults(props[key])  # e.g. distill: show its keys with their defaults
-    for dotted in REQUIRED.get(action, ()):
+    for dotted in ACTIONS[action].required:
         _set_placeholder(values, props, dotted.split("."))
     if sections is not None:
         values = {k: values[k] for k in sections}
@@ -141,10 +134,11 @@ def action_defaults(action: str, sections: tuple[str, ...] | None) -> dict[str, 
 def render_template(action: str) -> str:
     """The commented YAML template of ``action``."""
     props = base_schema()["properties"]
-    values = action_defaults(action, ACTION_SECTIONS[action])
+    record = ACTIONS[action]
+    values = action_defaults(action, record.sections)
     lines = [
-        f"# {command_for(action)} -e spec.yaml [key=value ...]",
-        f"# {ACTIONS[action]}",
+        f"# {record.command} -e spec.yaml [key=value ...]",
+        f"# {record.description}",
         "# Generated from rtdetr_tao's spec models by `rtdetr default_specs`; do not edit by hand.",
         "# Replace every ??? with a value. Every other key shows its default and may be deleted.",
     ]
@@ -158,22 +152,24 @@ def manifest() -> dict[str, Any]:
         "network": "rtdetr",
         "actions": {
             action: {
-                "command": command_for(action),
-                "description": ACTIONS[action],
+                "command": ACTIONS[action].command,
+                "description": ACTIONS[action].description,
                 "schema": f"{action}.schema.json",
                 "template": f"spec_template_{action}.yaml",
-                "required": list(REQUIRED.get(action, ())),
+                "required": list(ACTIONS[action].required),
             }
-            for action in ACTIONS
+            for action in SPEC_ACTIONS
         },
     }
 
 
 def generated_files() -> dict[str, str]:
     """Relative path → content of every generated file."""
-    files = {f"schemas/{action}.schema.json": json.dumps(action_schema(action), indent=2) + "\n" for action in ACTIONS}
+    files = {
+        f"schemas/{action}.schema.json": json.dumps(action_schema(action), indent=2) + "\n" for action in SPEC_ACTIONS
+    }
     files["schemas/manifest.json"] = json.dumps(manifest(), indent=2) + "\n"
-    files.update({f"spec_templates/spec_template_{action}.yaml": render_template(action) for action in ACTIONS})
+    files.update({f"spec_templates/spec_template_{action}.yaml": render_template(action) for action in SPEC_ACTIONS})
     return files
 
 

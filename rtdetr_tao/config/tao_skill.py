@@ -27,11 +27,11 @@ from typing import Any
 
 import yaml
 
+from ..commands import ACTIONS
 from ..io import atomic_write_text
-from .experiment import ACTION_SECTIONS
 from .schema import action_schema, find_node, schema_types
 
-SKILL_ACTIONS = ("train", "evaluate", "inference", "export", "quantize", "distill")
+SKILL_ACTIONS = tuple(name for name, action in ACTIONS.items() if action.skill)
 """Actions TAO's runner may launch as a python_script (the deploy actions need TensorRT's own image)."""
 
 LAUNCHER = '''"""Run one rtdetr action on the spec TAO's AutoML runner wrote: rtdetr_job.py ACTION --config SPEC."""
@@ -51,7 +51,7 @@ if __name__ == "__main__":
 def skill_schema(action: str) -> dict[str, Any]:
     """``action``'s schema in TAO's dialect (see the module docstring)."""
     schema = copy.deepcopy(action_schema(action))
-    keep = ACTION_SECTIONS[action]
+    keep = ACTIONS[action].sections
     schema["properties"] = {k: v for k, v in schema["properties"].items() if k in keep}
     schema["default"] = {k: v for k, v in schema["default"].items() if k in keep}
     schema["required"] = [k for k in schema.get("required", ()) if k in keep]
