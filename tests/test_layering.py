@@ -1,6 +1,7 @@
 """The packages import one way: each imports only packages on the floors below it.
 
-Every ``import`` in every file counts, at module level or inside a function. A unit is a subpackage of
+Every ``import`` in every file counts, at module level or inside a function, except those under
+``if TYPE_CHECKING:`` (annotations only, never run). A unit is a subpackage of
 ``rtdetr_tao`` (``config``, ``data``, ...), one of its top-level modules (``errors``, ``cli``, ...), ``__init__``
 (the package itself) or ``rtdetr_deploy`` as a whole. ``python tests/test_layering.py`` prints the unit graph.
 """
@@ -17,7 +18,7 @@ PACKAGES = {"rtdetr_tao": ROOT / "rtdetr_tao", "rtdetr_deploy": ROOT / "deploy"}
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors"),
     ("io", "progress"),
-    ("ops", "catalog", "relay", "metadata"),
+    ("ops", "catalog", "relay", "metadata", "commands"),
     ("config",),
     ("eval",),
     ("data",),
@@ -65,14 +66,21 @@ def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) 
     return [name if _known_module(name) else base for name in names]  # `from pkg import module` or a name
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:``: imports for annotations only, which never run."""
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
 def import_edges() -> set[tuple[str, str]]:
     """(importing module, imported module) for every import of one of our modules, at any depth of the file."""
     edges: set[tuple[str, str]] = set()
     for package, folder in PACKAGES.items():
         for path in sorted(folder.rglob("*.py")):
             module = _module_name(package, path)
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-                if isinstance(node, ast.Import | ast.ImportFrom):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for n in ast.walk(block)}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in typing_only:
                     for target in _imported(node, module, path.name == "__init__.py"):
                         if target.split(".")[0] in PACKAGES:
                             edges.add((module, target))
