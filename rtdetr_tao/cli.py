@@ -117,7 +117,7 @@ def _run(prog: str, actions: dict[str, str], argv: list[str]) -> int:
         code = maybe_launch(train.num_gpus, train.device_ids, train.num_nodes, train.device, [name, *rest])
         if code is not None:
             return code
-    from .config.paths import localize
+    from .data.localize import localize
 
     spec = localize(loaded.spec, loaded.spec.dataset.cache_dir)  # s3:// files of every path key, downloaded once
     module = importlib.import_module(action.module)

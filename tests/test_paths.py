@@ -16,8 +16,9 @@ from pydantic import ValidationError
 from rtdetr_tao.commands import SPEC_ACTIONS
 from rtdetr_tao.config import ExperimentSpec
 from rtdetr_tao.config.experiment import get_path
-from rtdetr_tao.config.paths import localize, path_keys
+from rtdetr_tao.config.paths import path_keys
 from rtdetr_tao.config.schema import action_schema
+from rtdetr_tao.data.localize import localize
 from rtdetr_tao.data.sources import resolve_image_dir
 from rtdetr_tao.errors import DataError, SpecError
 
