@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from model_fixtures import perturb_
+from model_fixtures import float64_input, perturb_, weights_sum
 
 from rtdetr_tao.model.build import build_backbone
 from rtdetr_tao.model.timm_backbone import TimmBackbone
@@ -78,7 +78,7 @@ def mit_numerics_(backbone: TimmBackbone) -> TimmBackbone:
 
 
 def fixture_input(seed: int = 0) -> torch.Tensor:
-    return torch.randn(FIXTURE_INPUT, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return float64_input(FIXTURE_INPUT, seed)
 
 
 def mit_layout(ours: TimmBackbone, mit_keys: list[str]) -> dict[str, torch.Tensor]:
@@ -152,8 +152,8 @@ def compare(mit: types.ModuleType, name: str) -> tuple[float, dict]:
     print(f"{name}: as built (timm's attention: eps 1e-5, float32 product), BatchNorm eps {timm_eps:g}: {_fmt(diffs)}")
     diffs = [(a - b).abs().max().item() for a, b in zip(mit_numerics_(ours)(x), expected, strict=True)]
     print(f"{name}: with MIT's attention numerics (architecture and weights mapping): {_fmt(diffs)}")
-    weights_sum = sum(v.double().sum() for v in ours.state_dict().values() if v.is_floating_point())
-    return max(diffs), {"features": expected, "mit_keys": mit_keys, "weights_sum": weights_sum, "bn_eps": timm_eps}
+    record = {"features": expected, "mit_keys": mit_keys, "weights_sum": weights_sum(ours), "bn_eps": timm_eps}
+    return max(diffs), record
 
 
 def main() -> None:

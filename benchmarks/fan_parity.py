@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from model_fixtures import perturb_
+from model_fixtures import float64_input, perturb_, weights_sum
 
 from rtdetr_tao.model.fan import ARCHS, FAN, TAO_UNUSED_KEYS
 
@@ -55,12 +55,7 @@ def seeded_backbone(size: str, seed: int = 0) -> FAN:
 
 
 def fixture_input(seed: int = 0) -> torch.Tensor:
-    return torch.randn(FIXTURE_INPUT, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def weights_sum(model: torch.nn.Module) -> torch.Tensor:
-    """Sum of every floating-point tensor of ``model``'s state dict: identifies the seeded weights."""
-    return sum(v.double().sum() for v in model.state_dict().values() if v.is_floating_point())
+    return float64_input(FIXTURE_INPUT, seed)
 
 
 def _import_tao_fan(path: Path) -> types.ModuleType:

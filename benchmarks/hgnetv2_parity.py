@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from model_fixtures import perturb_
+from model_fixtures import float64_input, perturb_, weights_sum
 
 from rtdetr_tao.model.build import build_model
 from rtdetr_tao.model.hgnetv2 import HGNetv2
@@ -48,7 +48,7 @@ def seeded_backbone(size: str, seed: int = 0) -> HGNetv2:
 
 
 def fixture_input(seed: int = 0) -> torch.Tensor:
-    return torch.randn(FIXTURE_INPUT, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return float64_input(FIXTURE_INPUT, seed)
 
 
 def _import_reference(path: Path) -> types.ModuleType:
@@ -123,9 +123,8 @@ def write_fixture(src: types.ModuleType) -> None:
     official = Official(name="L", return_idx=[0, 1, 2, 3], freeze_at=-1, freeze_norm=False).double().eval()
     official.load_state_dict(ours.state_dict(), strict=True)
     features = [f.contiguous() for f in official(fixture_input())]
-    weights_sum = sum(v.double().sum() for v in ours.state_dict().values() if v.is_floating_point())
     FIXTURE.parent.mkdir(exist_ok=True)
-    torch.save({"features": features, "weights_sum": weights_sum}, FIXTURE)
+    torch.save({"features": features, "weights_sum": weights_sum(ours)}, FIXTURE)
     print(f"wrote {FIXTURE.relative_to(ROOT)} ({FIXTURE.stat().st_size / 1e3:.0f} kB)")
 
 

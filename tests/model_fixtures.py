@@ -39,6 +39,28 @@ def perturb_(model: nn.Module, seed: int = 0, scale: float = 0.02) -> nn.Module:
     return model
 
 
+def weights_sum(model: nn.Module) -> Tensor:
+    """Sum of every floating-point tensor of ``model``'s state dict (float64): identifies seeded weights."""
+    return sum(v.double().sum() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def float64_input(shape: tuple[int, ...], seed: int = 0) -> Tensor:
+    """A seeded standard-normal float64 input of ``shape`` (the parity scripts' fixture inputs)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def load_parity_script(name: str) -> Any:
+    """``benchmarks/<name>.py`` as a module (the parity scripts are not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def paired_models(
     preset: str,
     num_classes: int = 80,

@@ -4,14 +4,12 @@ each family trains, evaluates and exports to ONNX through the CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from model_fixtures import perturb_
+from model_fixtures import load_parity_script, perturb_, weights_sum
 from test_train import TINY_MODEL
 
 from rtdetr_tao.cli import main
@@ -27,25 +25,15 @@ from rtdetr_tao.model.weights import load_backbone_weights
 
 timm = pytest.importorskip("timm")
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _parity_script(name: str = "hgnetv2_parity"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @torch.no_grad()
 def test_hgnetv2_equals_the_official_code() -> None:
     """Feature maps of the official HGNetv2-L (fixture written by benchmarks/hgnetv2_parity.py from the official
     code) for our seeded weights, loaded there by name with strict=True; float64, all four stages."""
-    parity = _parity_script()
+    parity = load_parity_script("hgnetv2_parity")
     fixture = torch.load(parity.FIXTURE, weights_only=True)
     ours = parity.seeded_backbone("L")
-    weights_sum = sum(v.double().sum() for v in ours.state_dict().values() if v.is_floating_point())
-    torch.testing.assert_close(weights_sum, fixture["weights_sum"], rtol=0, atol=1e-9)  # same seeded weights
+    torch.testing.assert_close(weights_sum(ours), fixture["weights_sum"], rtol=0, atol=1e-9)  # same seeded weights
     for got, expected in zip(ours(parity.fixture_input()), fixture["features"], strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
@@ -74,10 +62,10 @@ def test_fan_equals_taos_code() -> None:
     """Feature maps of TAO's RT-DETR fan_tiny (fixture written by benchmarks/fan_parity.py from TAO's code) for our
     seeded weights, loaded there by name; float64, all four stages. Our state-dict names and shapes are TAO's, less
     the class-token path that no output depends on."""
-    parity = _parity_script("fan_parity")
+    parity = load_parity_script("fan_parity")
     fixture = torch.load(parity.FIXTURE, weights_only=True)
     ours = parity.seeded_backbone("tiny")
-    torch.testing.assert_close(parity.weights_sum(ours), fixture["weights_sum"], rtol=0, atol=1e-9)
+    torch.testing.assert_close(weights_sum(ours), fixture["weights_sum"], rtol=0, atol=1e-9)
     used = {k: v for k, v in fixture["tao_shapes"].items() if not TAO_UNUSED_KEYS.match(k)}
     assert {k: list(v.shape) for k, v in ours.state_dict().items()} == used
     assert len(used) < len(fixture["tao_shapes"])
@@ -110,7 +98,7 @@ def test_taos_fan_backbone_weights_load(tmp_path, prefix: str) -> None:
     """TAO's FAN backbone layout (its names and shapes from the fixture, bare or under ``model.backbone.``, the two
     layouts TAO's RT-DETR reads as pretrained_backbone_path) fills every backbone tensor through
     model.pretrained_backbone_path; only the class-token path is reported as not in the model."""
-    parity = _parity_script("fan_parity")
+    parity = load_parity_script("fan_parity")
     tao_shapes = torch.load(parity.FIXTURE, weights_only=True)["tao_shapes"]
     source = parity.seeded_backbone("tiny").float().state_dict()
     state = {k: source[k] if k in source else torch.randn(shape) for k, shape in tao_shapes.items()}
@@ -304,7 +292,7 @@ def test_official_hgnetv2_imagenet_layout_loads_into_the_backbone(tmp_path) -> N
     """The official PPHGNetV2_*_ssld_pretrained_from_paddle.pth files are bare HGNetv2 state dicts (the official
     module loads them with strict=True, whose names equal ours: benchmarks/hgnetv2_parity.py); such a file fills
     every backbone tensor through model.pretrained_backbone_path."""
-    parity = _parity_script()
+    parity = load_parity_script("hgnetv2_parity")
     source = parity.seeded_backbone("L").float()
     path = tmp_path / "PPHGNetV2_L_ssld_pretrained_from_paddle.pth"
     torch.save(source.state_dict(), path)

@@ -4,24 +4,15 @@ checkpoint in MIT's layout (which TAO's vendored copy keeps) loaded through ``mo
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from model_fixtures import load_parity_script, weights_sum
 
 from rtdetr_tao.model.weights import load_backbone_weights
 
 pytest.importorskip("timm")
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _parity_script():
-    spec = importlib.util.spec_from_file_location("efficientvit_parity", ROOT / "benchmarks" / "efficientvit_parity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Holder(torch.nn.Module):
@@ -37,11 +28,10 @@ def test_mit_layout_checkpoint_loads_and_equals_mits_code(tmp_path: Path, name: 
     ``backbone.stages.i.op_list...`` and ``head.op_list...``, efficientvit/models/efficientvit/cls.py) fills every
     tensor of our backbone; with MIT's attention numerics the stage maps equal MIT's in float64 (architecture: widths,
     depths, expand ratios, head dims); as built (timm's attention eps 1e-5 and float32 product) they stay close."""
-    parity = _parity_script()
+    parity = load_parity_script("efficientvit_parity")
     record = torch.load(parity.FIXTURE, weights_only=True)[name]
     source = parity.seeded_backbone(name)
-    weights_sum = sum(v.double().sum() for v in source.state_dict().values() if v.is_floating_point())
-    torch.testing.assert_close(weights_sum, record["weights_sum"], rtol=0, atol=1e-9)  # same seeded weights
+    torch.testing.assert_close(weights_sum(source), record["weights_sum"], rtol=0, atol=1e-9)  # same seeded weights
     state = {f"backbone.{k}": v.clone() for k, v in parity.mit_layout(source, record["mit_keys"]).items()}
     state["head.op_list.3.linear.weight"] = torch.zeros(1000, 8)
     path = tmp_path / f"{name}_r224.pt"
